@@ -1,0 +1,1 @@
+"""SAGA control plane: the Django project (data model, admin, APIs, Channels, Celery)."""

@@ -1,0 +1,1 @@
+"""An append-only audit trail of who changed what."""

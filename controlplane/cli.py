@@ -1,0 +1,146 @@
+"""The ``saga`` command line.
+
+Each subcommand lives with the code it drives and registers itself through a
+``register(subparsers)`` function: ``policies`` in ``plugins.cli``, ``bench`` in
+``nodeagent.bench.cli``. Only ``serve``, ``demo`` and ``manage`` need Django, and they import it
+lazily, so ``saga bench`` and ``saga policies`` start fast and work without a database.
+
+Bad usage exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+SUBCOMMAND_MODULES = ("plugins.cli", "nodeagent.bench.cli")
+DEFAULT_SETTINGS = "controlplane.settings.dev"
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (``saga: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="saga",
+        description="SAGA: workflow-atomic scheduling of AI-agent LLM inference on GPU clusters.",
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=OneLineErrorParser
+    )
+    _add_serve(subparsers)
+    _add_demo(subparsers)
+    _add_manage(subparsers)
+    for module_name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        before = set(subparsers.choices)
+        module.register(subparsers)
+        for name in set(subparsers.choices) - before:
+            # Modules expose run(args) -> int; a handler they set themselves takes precedence.
+            if subparsers.choices[name].get_default("handler") is None:
+                subparsers.choices[name].set_defaults(handler=module.run)
+    return parser
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser("serve", help="run the control plane (ASGI: HTTP + websockets)")
+    _add_server_options(serve)
+    serve.set_defaults(handler=_run_serve)
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = subparsers.add_parser(
+        "demo", help="migrate, create a demo admin, tenants and policies, then serve"
+    )
+    _add_server_options(demo)
+    demo.add_argument(
+        "--no-serve", action="store_true", help="set everything up, then exit without serving"
+    )
+    demo.set_defaults(handler=_run_demo)
+
+
+def _add_manage(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    manage = subparsers.add_parser(
+        "manage", help="run a Django management command (saga manage migrate, ...)",
+        add_help=False,
+    )
+    manage.add_argument("args", nargs=argparse.REMAINDER)
+    manage.set_defaults(handler=_run_manage)
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {value}")
+    return value
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS)
+    import django
+
+    django.setup()
+
+
+def _serve(host: str, port: int) -> int:
+    import uvicorn
+
+    print(f"SAGA control plane on http://{host}:{port}/ (admin at /admin/)", flush=True)
+    uvicorn.run(
+        "controlplane.asgi:application", host=host, port=port, lifespan="off", log_level="info"
+    )
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    _setup_django()
+    return _serve(args.host, args.port)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    _setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("seed_demo")
+    if args.no_serve:
+        return 0
+    return _serve(args.host, args.port)
+
+
+def _run_manage(args: argparse.Namespace) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS)
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["saga manage", *args.args])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

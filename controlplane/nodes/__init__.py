@@ -1,0 +1,1 @@
+"""GPU nodes: registration, token auth, heartbeats over a websocket, the stale-node sweep."""

@@ -1,0 +1,1 @@
+"""Policy configurations and their activation history (audit and rollback come from the data)."""

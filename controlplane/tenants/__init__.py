@@ -1,0 +1,1 @@
+"""Tenants (fair-share weight, SLO, quotas) and their hashed API keys."""

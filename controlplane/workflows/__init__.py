@@ -1,0 +1,1 @@
+"""Agent templates, workflows (with their state machine), LLM calls and tool calls."""

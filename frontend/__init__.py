@@ -1,0 +1,1 @@
+"""The browser UI: templates and static assets, fed live by Channels."""
