@@ -15,6 +15,7 @@ from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDe
 
 
 class BrowserOriginValidator:
+    """Refuse sockets whose Origin is foreign; let Origin-less (non-browser) clients through."""
     def __init__(self, application: Any) -> None:
         self.application = application
         self.validated = AllowedHostsOriginValidator(application)
@@ -26,3 +27,15 @@ class BrowserOriginValidator:
         if scope.get("type") != "websocket":
             return await WebsocketDenier()(scope, receive, send)
         return await self.application(scope, receive, send)
+
+
+def browser_socket(consumer_app: Any) -> Any:
+    """Wrap a browser-facing consumer: session/user in scope, allowed origins only."""
+    from channels.auth import AuthMiddlewareStack
+
+    return AllowedHostsOriginValidator(AuthMiddlewareStack(consumer_app))
+
+
+def node_socket(consumer_app: Any) -> Any:
+    """Wrap a token-authenticated (non-browser) consumer: foreign origins refused."""
+    return BrowserOriginValidator(consumer_app)

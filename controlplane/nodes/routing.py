@@ -1,14 +1,11 @@
-"""Websocket URL routes of the nodes app.
-
-Node-agent routes carry their own origin check (token-authenticated, see
-``websocket_security``); browser routes are mounted under ``ws/ui/`` by ``asgi.py`` behind the
-session and origin middleware.
-"""
+"""Websocket URL routes of the nodes app, each wrapped for who connects to it."""
 
 from django.urls import path
 
 from controlplane.nodes.consumers import ClusterEventsConsumer, NodeAgentConsumer
-from controlplane.websocket_security import BrowserOriginValidator
+from controlplane.websocket_security import browser_socket, node_socket
 
-node_agent_urlpatterns = [path("ws/node/", BrowserOriginValidator(NodeAgentConsumer.as_asgi()))]
-browser_urlpatterns = [path("cluster/", ClusterEventsConsumer.as_asgi())]
+websocket_urlpatterns = [
+    path("ws/node/", node_socket(NodeAgentConsumer.as_asgi())),
+    path("ws/ui/cluster/", browser_socket(ClusterEventsConsumer.as_asgi())),
+]

@@ -1,4 +1,4 @@
-"""The control plane's view of installed policy plugins (the ``plugins`` package's registry).
+"""The control plane's view of installed policy plugins (``plugins.registry``).
 
 Django code validates policy configurations here, with the plugin's own pydantic schema, so
 that a configuration stored in the database is one that every node can load.
@@ -9,36 +9,34 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from plugins.base import Policy
+from plugins.base import PolicyConfigError
+from plugins.registry import PolicyRegistry
 
-
-class PolicyNotInstalled(LookupError):
-    """No installed plugin has that kind and name."""
+# Which model field a registry error is about (the registry names its own fields).
+_FIELD_OF_REGISTRY_ERROR = {"kind": "kind", "name": "plugin_name"}
 
 
 @lru_cache(maxsize=1)
-def installed_policies() -> dict[tuple[str, str], type[Policy]]:
-    """Every installed policy class keyed by (kind, name): built-ins and entry points."""
-    from plugins.registry import discover_policies
-
-    return {(cls.kind, cls.name): cls for cls in discover_policies()}
+def registry() -> PolicyRegistry:
+    """Built-in policies plus the ``saga.policies`` entry points, discovered once per process."""
+    return PolicyRegistry.discover()
 
 
-def policy_class(kind: str, name: str) -> type[Policy]:
-    try:
-        return installed_policies()[(kind, name)]
-    except KeyError:
-        names = sorted(n for k, n in installed_policies() if k == kind)
-        raise PolicyNotInstalled(
-            f"no {kind} policy named {name!r} is installed; installed: {', '.join(names) or 'none'}"
-        ) from None
+def installed_policies() -> list[tuple[str, str]]:
+    """(kind, name) of every installed policy."""
+    return [(info.kind, info.name) for info in registry().infos()]
 
 
 def validate_policy(kind: str, name: str, params: Any) -> tuple[dict[str, Any], str]:
     """Validated, normalised params (defaults filled in) and the plugin's version.
 
-    Raises ``PolicyNotInstalled`` or ``ValueError`` (``PolicyConfigError``) naming the field.
+    Raises ``PolicyConfigError``; ``model_field(exc)`` says which Policy field it is about.
     """
-    cls = policy_class(kind, name)
+    cls = registry().get(kind, name)
     validated = cls.validate_params(params)
     return validated.model_dump(mode="json"), cls.version
+
+
+def model_field(exc: PolicyConfigError) -> str:
+    """The ``Policy`` model field a validation error belongs to."""
+    return _FIELD_OF_REGISTRY_ERROR.get(exc.field or "", "params")

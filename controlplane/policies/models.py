@@ -63,14 +63,13 @@ class Policy(models.Model):
 
     def clean(self) -> None:
         """Validate params with the plugin's own schema; store the normalised form."""
-        from controlplane.policies.catalogue import PolicyNotInstalled, validate_policy
+        from controlplane.policies.catalogue import model_field, validate_policy
+        from plugins.base import PolicyConfigError
 
         try:
             normalised, plugin_version = validate_policy(self.kind, self.plugin_name, self.params)
-        except PolicyNotInstalled as exc:
-            raise ValidationError({"plugin_name": str(exc)}) from exc
-        except ValueError as exc:
-            raise ValidationError({"params": str(exc)}) from exc
+        except PolicyConfigError as exc:
+            raise ValidationError({model_field(exc): str(exc)}) from exc
         self.params = normalised
         self.plugin_version = plugin_version
 
