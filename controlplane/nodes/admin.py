@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -11,7 +11,20 @@ from django.urls import path, reverse
 from controlplane.admin_audit import AuditedModelAdmin
 from controlplane.admin_secrets import show_secret_once
 from controlplane.audit.models import record
-from controlplane.nodes.models import Node
+from controlplane.nodes.models import Node, NodePolicyState
+
+
+class NodePolicyStateInline(admin.TabularInline):
+    """Which policy version each kind runs on this node, as the node acknowledged it."""
+
+    model = NodePolicyState
+    extra = 0
+    can_delete = False
+    fields = ("kind", "activation", "status", "error", "updated_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Node)
@@ -23,6 +36,8 @@ class NodeAdmin(AuditedModelAdmin):
     search_fields = ("name", "model_name", "gpu_model", "address")
     readonly_fields = ("status", "last_heartbeat_at", "last_load", "token_display", "created_at")
     actions = ["revoke_tokens"]
+    inlines = [NodePolicyStateInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = (
         (None, {"fields": ("name", "engine", "address")}),
         ("Hardware (reported at registration)",

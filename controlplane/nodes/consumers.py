@@ -8,8 +8,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from pydantic import ValidationError
 
-from controlplane.nodes.messages import HeartbeatMessage, RegisterMessage, node_message_adapter
+from controlplane.nodes.messages import (
+    HeartbeatMessage,
+    PolicyAckMessage,
+    RegisterMessage,
+    node_message_adapter,
+)
 from controlplane.nodes.models import Node, NodeStatus
+from controlplane.policies.distribution import NODES_GROUP, current_cluster_policies, record_ack
 
 CLUSTER_GROUP = "cluster"
 CLOSE_UNAUTHORIZED = 4401
@@ -45,8 +51,10 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
 
     Unknown or revoked tokens are refused before the handshake completes. The node registers its
     engine and capacity, then heartbeats with its load; each heartbeat is broadcast to the
-    ``cluster`` group for the live UI. Messages sent to ``node.<id>`` by the control plane (policy
-    activations in a later issue) are forwarded to the agent as ``command`` frames.
+    ``cluster`` group for the live UI. On registration the node gets the active policies
+    (``policy.sync``); later activations arrive as ``policy`` frames (group ``nodes``), and the
+    node answers each with ``policy.ack``. Messages sent to ``node.<id>`` are forwarded to the
+    agent as ``command`` frames.
     """
 
     node: Node | None = None
@@ -59,12 +67,14 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             return
         self.node = node
         await self.channel_layer.group_add(node_group(node.pk), self.channel_name)
+        await self.channel_layer.group_add(NODES_GROUP, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if self.node is None:
             return
         await self.channel_layer.group_discard(node_group(self.node.pk), self.channel_name)
+        await self.channel_layer.group_discard(NODES_GROUP, self.channel_name)
         node = await database_sync_to_async(self._mark_down)()
         await self.channel_layer.group_send(CLUSTER_GROUP, node_status_event(node))
 
@@ -79,10 +89,19 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(
                 {"type": "registered", "node": self.node.name, **self._timing()}  # type: ignore[union-attr]
             )
+            policies = await database_sync_to_async(current_cluster_policies)()
+            await self.send_json({"type": "policy.sync", "policies": policies})
         elif isinstance(message, HeartbeatMessage):
             await database_sync_to_async(self._heartbeat)(message)
             await self.send_json({"type": "heartbeat.ack"})
+        elif isinstance(message, PolicyAckMessage):
+            await database_sync_to_async(record_ack)(
+                self.node, message.activation_id, message.kind, message.applied, message.error
+            )
         await self.channel_layer.group_send(CLUSTER_GROUP, node_status_event(self.node))  # type: ignore[arg-type]
+
+    async def policy_activate(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "policy", "policy": event["policy"]})
 
     async def node_command(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "command", "command": event["command"]})

@@ -38,5 +38,16 @@ class HeartbeatMessage(_Message):
     queue_delay_s: NonNegFloat = 0.0
 
 
-NodeMessage = Annotated[RegisterMessage | HeartbeatMessage, Field(discriminator="type")]
-node_message_adapter: TypeAdapter[RegisterMessage | HeartbeatMessage] = TypeAdapter(NodeMessage)
+class PolicyAckMessage(_Message):
+    """The node applied (or refused and rolled back) an activation it was sent."""
+
+    type: Literal["policy.ack"]
+    activation_id: Annotated[int, Field(ge=1)]
+    kind: Literal["eviction", "batching", "fairness"]
+    applied: bool
+    error: str = Field(default="", max_length=2000)
+
+
+AnyNodeMessage = RegisterMessage | HeartbeatMessage | PolicyAckMessage
+NodeMessage = Annotated[AnyNodeMessage, Field(discriminator="type")]
+node_message_adapter: TypeAdapter[AnyNodeMessage] = TypeAdapter(NodeMessage)

@@ -92,3 +92,38 @@ class Node(models.Model):
         return cls.objects.filter(status__in=[NodeStatus.UP, NodeStatus.DRAINING]).filter(
             models.Q(last_heartbeat_at__lt=cutoff) | models.Q(last_heartbeat_at__isnull=True)
         )
+
+
+class PolicyApplyStatus(models.TextChoices):
+    PENDING = "pending", "Sent, not acknowledged"
+    APPLIED = "applied", "Applied"
+    REJECTED = "rejected", "Rejected (rolled back on the node)"
+
+
+class NodePolicyState(models.Model):
+    """Which activation of each policy kind a node runs, as the node acknowledged it.
+
+    An operator sees a swap reach every node here: after an activation every connected node
+    moves to ``pending`` for that kind, then to ``applied`` (or ``rejected`` with the node's
+    reason, the node having kept its previous policy).
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="policy_states")
+    kind = models.CharField(max_length=16)
+    activation = models.ForeignKey(
+        "policies.PolicyActivation", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=PolicyApplyStatus.choices, default=PolicyApplyStatus.PENDING
+    )
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["node", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "kind"], name="node_policy_state_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node} {self.kind}: {self.status}"

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from controlplane.audit.models import record, snapshot
+from controlplane.policies.distribution import broadcast_on_commit
 from controlplane.policies.models import ActivationScope, Policy, PolicyActivation
 from controlplane.tenants.models import Tenant
 
@@ -77,6 +78,7 @@ def activate_policy(
                 before=_activation_summary(head),
                 after=_activation_summary(activation),
             )
+            broadcast_on_commit(activation)
     except IntegrityError as exc:
         raise ConcurrentActivation(
             f"another {policy.kind} activation for {key} committed first; reload and retry"

@@ -77,6 +77,7 @@ def test_revoking_keys_from_the_admin(admin_client: Client, tenant: Tenant) -> N
 def test_creating_and_rotating_a_node_token(admin_client: Client) -> None:
     response = admin_client.post("/admin/nodes/node/add/", {
         "name": "gpu-1", "engine": "sim", "gpu_count": 1, "kv_capacity_tokens": 0,
+        "policy_states-TOTAL_FORMS": "0", "policy_states-INITIAL_FORMS": "0",
     })
     first = SECRET_RE.search(response.content.decode()).group(1)  # type: ignore[union-attr]
     node = Node.objects.get()

@@ -94,6 +94,7 @@ async def test_register_and_heartbeat_update_the_node_and_reach_the_cluster_grou
     reply = await comm.receive_json_from(timeout=5)
     assert reply["type"] == "registered" and reply["node"] == "gpu-1"
     assert reply["heartbeat_interval_s"] > 0
+    assert (await comm.receive_json_from(timeout=5)) == {"type": "policy.sync", "policies": []}
 
     await comm.send_json_to({"type": "heartbeat", "waiting": 3, "running": 5,
                              "kv_used_tokens": 1000, "kv_total_tokens": 420_000,
