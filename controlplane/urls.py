@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from controlplane.api.api import api
 from controlplane.health import healthz
 
 admin.site.site_header = "SAGA administration"
@@ -13,5 +14,6 @@ admin.site.index_title = "Cluster, tenants and policies"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
     path("healthz", healthz, name="healthz"),
 ]

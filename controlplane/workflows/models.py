@@ -71,6 +71,9 @@ class Workflow(models.Model):
         null=True, blank=True, help_text="Estimated completion time had it run alone, seconds."
     )
     slo_met = models.BooleanField(null=True, blank=True)
+    aeg_learned = models.BooleanField(
+        default=False, editable=False, help_text="Fed into its template's execution graph."
+    )
 
     class Meta:
         ordering = ["-submitted_at"]
