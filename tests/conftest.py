@@ -51,3 +51,12 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         _service_unreachable("Redis", "REDIS_URL", f"{url}: {exc}")
     return url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> None:
+    """Each async test runs on its own event loop; a channel layer instance (and the asyncio
+    locks inside channels_redis) must not outlive the loop it was first used on."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()

@@ -10,3 +10,4 @@ class NodesConfig(AppConfig):
         # `.delay()` from the web process uses the configured broker (cookiecutter-django does
         # the same from the project package).
         from controlplane import celery  # noqa: F401
+        from controlplane.nodes import signals  # noqa: F401  (connects the receivers)

@@ -16,6 +16,7 @@ from controlplane.nodes.messages import (
 )
 from controlplane.nodes.models import Node, NodeStatus
 from controlplane.policies.distribution import NODES_GROUP, current_cluster_policies, record_ack
+from controlplane.tenants.models import Tenant
 
 CLUSTER_GROUP = "cluster"
 CLOSE_UNAUTHORIZED = 4401
@@ -34,6 +35,15 @@ def bearer_token(scope: dict[str, Any]) -> str | None:
             if text.lower().startswith("bearer "):
                 return text[7:].strip()
     return None
+
+
+def tenant_views() -> list[dict[str, Any]]:
+    """Active tenants as the policy layer's TenantView fields (fair-share weight and SLO)."""
+    return [
+        {"name": t.slug, "weight": t.weight, "slo_slowdown": t.slo_slowdown,
+         "slo_percentile": t.slo_percentile}
+        for t in Tenant.objects.filter(is_active=True)
+    ]
 
 
 def node_status_event(node: Node) -> dict[str, Any]:
@@ -86,9 +96,11 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             return
         if isinstance(message, RegisterMessage):
             await database_sync_to_async(self._register)(message)
-            await self.send_json(
-                {"type": "registered", "node": self.node.name, **self._timing()}  # type: ignore[union-attr]
-            )
+            tenants = await database_sync_to_async(tenant_views)()
+            await self.send_json({
+                "type": "registered", "node": self.node.name,  # type: ignore[union-attr]
+                "tenants": tenants, **self._timing(),
+            })
             policies = await database_sync_to_async(current_cluster_policies)()
             await self.send_json({"type": "policy.sync", "policies": policies})
         elif isinstance(message, HeartbeatMessage):
@@ -102,6 +114,10 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
 
     async def policy_activate(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "policy", "policy": event["policy"]})
+
+    async def tenants_changed(self, event: dict[str, Any]) -> None:
+        tenants = await database_sync_to_async(tenant_views)()
+        await self.send_json({"type": "tenants", "tenants": tenants})
 
     async def node_command(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "command", "command": event["command"]})

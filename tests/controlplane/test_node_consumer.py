@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from controlplane.asgi import application
 from controlplane.nodes.consumers import CLUSTER_GROUP, node_group
 from controlplane.nodes.models import Node, NodeStatus
+from controlplane.tenants.models import Tenant
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -81,6 +82,8 @@ async def test_a_foreign_browser_origin_is_refused_even_with_a_token() -> None:
 
 async def test_register_and_heartbeat_update_the_node_and_reach_the_cluster_group() -> None:
     node, token = await make_node()
+    await database_sync_to_async(Tenant.objects.create)(slug="acme", name="Acme", weight=2.0)
+    await database_sync_to_async(Tenant.objects.create)(slug="gone", name="G", is_active=False)
     layer = get_channel_layer()
     watcher = await layer.new_channel()
     await layer.group_add(CLUSTER_GROUP, watcher)
@@ -94,6 +97,8 @@ async def test_register_and_heartbeat_update_the_node_and_reach_the_cluster_grou
     reply = await comm.receive_json_from(timeout=5)
     assert reply["type"] == "registered" and reply["node"] == "gpu-1"
     assert reply["heartbeat_interval_s"] > 0
+    assert reply["tenants"] == [{"name": "acme", "weight": 2.0, "slo_slowdown": 2.0,
+                                 "slo_percentile": 95.0}]
     assert (await comm.receive_json_from(timeout=5)) == {"type": "policy.sync", "policies": []}
 
     await comm.send_json_to({"type": "heartbeat", "waiting": 3, "running": 5,
@@ -153,4 +158,15 @@ async def test_commands_sent_to_the_node_group_are_forwarded() -> None:
     assert await comm.receive_json_from(timeout=5) == {
         "type": "command", "command": {"op": "ping", "n": 1}
     }
+    await comm.disconnect()
+
+
+async def test_tenant_edits_are_pushed_to_connected_nodes() -> None:
+    _node, token = await make_node()
+    comm = communicator(token)
+    assert (await comm.connect())[0]
+    await database_sync_to_async(Tenant.objects.create)(slug="acme", name="Acme", weight=3.0)
+    frame = await comm.receive_json_from(timeout=5)
+    assert frame == {"type": "tenants", "tenants": [
+        {"name": "acme", "weight": 3.0, "slo_slowdown": 2.0, "slo_percentile": 95.0}]}
     await comm.disconnect()
