@@ -1,0 +1,1 @@
+"""Simulated GPU engine: cost model, engine and cluster harness."""

@@ -1,0 +1,1 @@
+"""Agent workloads: data model, trace loaders, synthetic generators, tenants and offered load."""
