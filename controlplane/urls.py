@@ -1,7 +1,7 @@
 """HTTP routes of the control plane."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from controlplane.api.api import api
@@ -15,5 +15,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("v1/", include("controlplane.gateway.urls")),
     path("healthz", healthz, name="healthz"),
 ]

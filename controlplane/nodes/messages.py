@@ -36,6 +36,7 @@ class HeartbeatMessage(_Message):
     kv_total_tokens: NonNegInt = 0
     prefix_cache_hit_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     queue_delay_s: NonNegFloat = 0.0
+    load: NonNegFloat = 0.0
 
 
 class PolicyAckMessage(_Message):

@@ -141,6 +141,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The gateway authenticates to node agents with this shared key (nodes get it as
+# SAGA_NODE_API_KEY); empty means nodes accept unauthenticated calls (local demo only).
+SAGA_NODE_API_KEY = env.get_str("SAGA_NODE_API_KEY", "") or ""
+GATEWAY_UPSTREAM_READ_TIMEOUT_S = float(env.get_int("GATEWAY_UPSTREAM_READ_TIMEOUT_S", 600))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

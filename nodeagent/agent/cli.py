@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
                       help="simulated seconds per wall second (sim engine; default 1)")
     node.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
     node.add_argument("--port", type=int, default=9000, help="API port (default 9000)")
+    node.add_argument("--advertise", default=None, metavar="URL",
+                      help="URL the gateway reaches this node at (default http://HOST:PORT)")
     node.add_argument("--api-key", default=os.environ.get("SAGA_NODE_API_KEY"),
                       help="bearer key callers of this node's API must send (the gateway's)")
     node.add_argument("--log-level", default="INFO")
@@ -57,27 +59,38 @@ def _build_engine(args: argparse.Namespace) -> Any:
     return SimBackend(args.profile, model_name=args.model or args.profile, speed=args.speed)
 
 
-async def _serve(args: argparse.Namespace, engine: Any) -> None:
+async def serve_node(engine: Any, *, control_plane: str, token: str, host: str, port: int,
+                     api_key: str | None, advertise: str | None = None,
+                     log_level: str = "info") -> None:
+    """Run a node agent until cancelled: the API server and the control connection together.
+
+    Raises ControlPlaneRefused when the token is refused, OSError when the port is taken.
+    """
     import uvicorn
 
     from nodeagent.agent.control import ControlChannel
     from nodeagent.agent.http import NodeServer
 
-    channel = ControlChannel(args.control_plane, args.token, engine)
-    server = NodeServer(engine, api_key=args.api_key, model_name=engine.info.model,
+    address = advertise or f"http://{host}:{port}"
+    channel = ControlChannel(control_plane, token, engine, address=address)
+    server = NodeServer(engine, api_key=api_key, model_name=engine.info.model,
                         ready=channel.synced.is_set, wait_ready=channel.synced.wait,
                         connected=channel.connected.is_set)
-    config = uvicorn.Config(server.app, host=args.host, port=args.port, lifespan="off",
-                            log_level=args.log_level.lower())
+    config = uvicorn.Config(server.app, host=host, port=port, lifespan="off",
+                            log_level=log_level.lower())
     http = uvicorn.Server(config)
     control = asyncio.create_task(channel.run_forever())
     serving = asyncio.create_task(http.serve())
-    done, _pending = await asyncio.wait({control, serving}, return_when=asyncio.FIRST_COMPLETED)
-    http.should_exit = True
-    control.cancel()
-    await engine.close()
-    for task in done:
-        task.result()  # re-raise a refused token or a bind failure
+    try:
+        done, _pending = await asyncio.wait({control, serving},
+                                            return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # re-raise a refused token or a bind failure
+    finally:
+        http.should_exit = True
+        control.cancel()
+        await asyncio.gather(control, serving, return_exceptions=True)
+        await engine.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        asyncio.run(_serve(args, engine))
+        asyncio.run(serve_node(engine, control_plane=args.control_plane, token=args.token,
+                               host=args.host, port=args.port, api_key=args.api_key,
+                               advertise=args.advertise, log_level=args.log_level))
     except ControlPlaneRefused as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

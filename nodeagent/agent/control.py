@@ -59,8 +59,10 @@ class Backoff:
 
 class ControlChannel:
     def __init__(self, control_plane: str, token: str, engine: Engine,
-                 backoff: Backoff | None = None, seed: int | None = None) -> None:
+                 backoff: Backoff | None = None, seed: int | None = None,
+                 address: str = "") -> None:
         self.url = websocket_url(control_plane)
+        self.address = address
         self.token = token
         self.engine = engine
         self.backoff = backoff or Backoff()
@@ -107,7 +109,7 @@ class ControlChannel:
         await ws.send(json.dumps({
             "type": "register", "engine": info.engine, "model": info.model,
             "gpu_model": info.gpu_model, "gpu_count": info.gpu_count,
-            "kv_capacity_tokens": info.kv_capacity_tokens,
+            "kv_capacity_tokens": info.kv_capacity_tokens, "address": self.address,
         }))
         self.connected.set()
         heartbeat = asyncio.create_task(self._heartbeats(ws))

@@ -34,12 +34,13 @@ class LoadReport:
     kv_total_tokens: int
     prefix_cache_hit_rate: float
     queue_delay_s: float
+    load: float = 0.0
 
     def as_message(self) -> dict[str, Any]:
         return {"type": "heartbeat", "waiting": self.waiting, "running": self.running,
                 "kv_used_tokens": self.kv_used_tokens, "kv_total_tokens": self.kv_total_tokens,
                 "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
-                "queue_delay_s": self.queue_delay_s}
+                "queue_delay_s": self.queue_delay_s, "load": self.load}
 
 
 @dataclass(frozen=True, slots=True)

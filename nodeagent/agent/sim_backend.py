@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ from plugins.views import (
     WorkflowEvent,
     WorkflowView,
 )
+
+log = logging.getLogger("saga.node.sim")
 
 DEFAULT_OUTPUT_TOKENS = 128
 """Output length an unscripted request "wants"; a smaller max_tokens cuts it (finish "length")."""
@@ -93,7 +96,7 @@ class LiveCall:
     text: str
     tool_calls: tuple[ToolCallOut, ...]
     finish_reason: str
-    queue: asyncio.Queue[Chunk]
+    queue: asyncio.Queue[Chunk | Exception]
     emitted: int = 0
 
 
@@ -185,6 +188,8 @@ class SimBackend:
         live = self._submit(request)
         while True:
             chunk = await live.queue.get()
+            if isinstance(chunk, Exception):
+                raise EngineUnavailable(f"simulated engine failed: {chunk}") from chunk
             yield chunk
             if chunk.finish_reason is not None:
                 return
@@ -197,7 +202,7 @@ class SimBackend:
             kv_used_tokens=self.cache.used_blocks * self.bs,
             kv_total_tokens=self.cache.capacity_blocks * self.bs,
             prefix_cache_hit_rate=self._counters["prefix_cache_hits"] / queries if queries else 0.0,
-            queue_delay_s=view.queue_delay_s,
+            queue_delay_s=view.queue_delay_s, load=view.load,
         )
 
     def apply_policy(self, kind: str, name: str, params: Mapping[str, Any]) -> None:
@@ -369,9 +374,13 @@ class SimBackend:
         loop.call_at(self._t0 + time_s / self.speed, self._on_wake, time_s, version)
 
     def _on_wake(self, time_s: float, version: int) -> None:
-        self.engine.on_wake(time_s, version)
-        for live in self.calls.values():
-            self._stream_progress(live)
+        try:
+            self.engine.on_wake(time_s, version)
+        except Exception as exc:  # a bug must fail the calls in flight, not hang them
+            log.exception("simulated engine step failed; failing %d calls", len(self.calls))
+            for live in self.calls.values():
+                live.queue.put_nowait(exc)
+            self.calls.clear()
 
     def on_admit(self, engine: SimEngine, call: SimCall, now: float) -> None:
         wf = self.workflows.get(call.workflow_id)
@@ -381,6 +390,11 @@ class SimBackend:
         self._counters["prefix_cache_hits"] += call.hit_tokens
 
     def on_first_token(self, engine: SimEngine, call: SimCall, now: float) -> None:
+        live = self.calls.get(call.call_id)
+        if live is not None:
+            self._stream_progress(live)
+
+    def on_tokens(self, engine: SimEngine, call: SimCall, n_tokens: int, now: float) -> None:
         live = self.calls.get(call.call_id)
         if live is not None:
             self._stream_progress(live)

@@ -1,0 +1,93 @@
+"""What the gateway knows of the cluster: nodes that are up (refreshed from the database every
+second, load from their heartbeats plus calls in flight) and the active policies (re-read when an
+activation changes), as the policy layer's views."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from controlplane.nodes.models import Node, NodeStatus
+from controlplane.policies.models import PolicyActivation, PolicyKind
+from controlplane.tenants.models import Tenant
+from plugins.manager import PolicyManager
+from plugins.policyset import PolicySet
+from plugins.views import NodeView, TenantView
+
+REFRESH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    pk: int
+    name: str
+    address: str
+    model: str
+    view: NodeView
+
+
+class ClusterDirectory:
+    def __init__(self, refresh_s: float = REFRESH_S) -> None:
+        self.refresh_s = refresh_s
+        self.manager = PolicyManager()
+        self._nodes: dict[str, NodeEntry] = {}
+        self._tenants: dict[str, TenantView] = {}
+        self._applied: dict[str, int] = {}
+        self._loaded_at = -1e9
+        self._lock = threading.Lock()
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read nodes, tenants and activations when older than ``refresh_s`` (thread-safe)."""
+        now = time.monotonic()
+        if not force and now - self._loaded_at < self.refresh_s:
+            return
+        with self._lock:
+            if not force and now - self._loaded_at < self.refresh_s:
+                return
+            self._nodes = {n.name: self._entry(n) for n in
+                           Node.objects.filter(status=NodeStatus.UP).exclude(address="")}
+            self._tenants = {t.slug: TenantView(t.slug, t.weight, t.slo_slowdown,
+                                                t.slo_percentile)
+                             for t in Tenant.objects.filter(is_active=True)}
+            self._sync_policies()
+            self._loaded_at = now
+
+    @staticmethod
+    def _entry(node: Node) -> NodeEntry:
+        load = node.last_load or {}
+        total = int(load.get("kv_total_tokens") or node.kv_capacity_tokens or 0)
+        used = int(load.get("kv_used_tokens") or 0)
+        view = NodeView(node_id=node.name, waiting=int(load.get("waiting", 0)),
+                        running=int(load.get("running", 0)), kv_free_tokens=max(total - used, 0),
+                        kv_total_tokens=total, queue_delay_s=float(load.get("queue_delay_s", 0)),
+                        load=float(load.get("load", 0.0)))
+        return NodeEntry(node.pk, node.name, node.address.rstrip("/"), node.model_name, view)
+
+    def _sync_policies(self) -> None:
+        for kind in PolicyKind.values:
+            head = (PolicyActivation.objects.filter(kind=kind, scope_key="cluster")
+                    .select_related("policy").order_by("-id").first())
+            if head is None or self._applied.get(kind) == head.pk:
+                continue
+            if head.policy.plugin_name in self.manager.registry.names(kind):
+                cls = self.manager.registry.get(kind, head.policy.plugin_name)
+                if not cls.requires_oracle:
+                    self.manager.activate(kind, head.policy.plugin_name, head.policy.params)
+            self._applied[kind] = head.pk
+
+    def nodes_for(self, model: str) -> list[NodeEntry]:
+        return [n for n in self._nodes.values() if n.model == model]
+
+    def node(self, name: str) -> NodeEntry | None:
+        return self._nodes.get(name)
+
+    def models(self) -> list[str]:
+        return sorted({n.model for n in self._nodes.values()})
+
+    @property
+    def tenants(self) -> dict[str, TenantView]:
+        return self._tenants
+
+    def policies(self) -> PolicySet:
+        return self.manager.current()

@@ -1,0 +1,54 @@
+"""Tenant API-key checks for the gateway's hot path, with a short-lived in-process cache.
+
+A verified key is remembered for ``KEY_CACHE_S`` seconds, so most calls cost no database query;
+a revocation therefore takes effect on the gateway within that many seconds (the REST API checks
+the database every time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from controlplane import credentials
+from controlplane.tenants.models import ApiKey, ApiKeyScope
+
+KEY_CACHE_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: int
+    key_prefix: str
+    tenant_id: int
+    tenant: str
+    tokens_per_minute: int | None
+    max_concurrent_workflows: int | None
+
+
+class KeyCache:
+    def __init__(self, ttl_s: float = KEY_CACHE_S) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, plaintext: str) -> Caller | None:
+        """The caller behind an inference-scoped key, or None (never raises on bad input)."""
+        digest = credentials.digest_secret(plaintext)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(digest)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        key = ApiKey.authenticate(plaintext, scope=ApiKeyScope.INFERENCE)
+        if key is None:
+            with self._lock:
+                self._entries.pop(digest, None)
+            return None
+        tenant = key.tenant
+        caller = Caller(key.pk, key.prefix, tenant.pk, tenant.slug, tenant.tokens_per_minute,
+                        tenant.max_concurrent_workflows)
+        with self._lock:
+            self._entries[digest] = (now, caller)
+        return caller
