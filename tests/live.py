@@ -4,6 +4,7 @@ loopback ports (uvicorn, Channels over Redis, PostgreSQL), each in its own threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -71,10 +72,8 @@ class NodeProcess:
         self._task = self._loop.create_task(serve_node(
             self.engine, control_plane=self._control_plane, token=self.token,
             host="127.0.0.1", port=self.port, api_key=self._api_key, log_level="warning"))
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # stopped by the test
             self._loop.run_until_complete(self._task)
-        except (asyncio.CancelledError, Exception):  # stopped by the test
-            pass
 
     def start(self) -> NodeProcess:
         self._thread.start()

@@ -154,7 +154,6 @@ def test_a_failing_node_gives_a_retryable_error_and_a_node_lost_call(
 ) -> None:
     from controlplane.gateway import views
     from controlplane.nodes.models import Node
-
     from tests.live import free_port
 
     Node.objects.update(address=f"http://127.0.0.1:{free_port()}")  # nothing listens there
