@@ -58,12 +58,18 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = subparsers.add_parser(
-        "demo", help="migrate, create a demo admin, tenants and policies, then serve"
+        "demo", help="set up a demo database, then run the control plane, two simulated "
+        "nodes and demo agents"
     )
     _add_server_options(demo)
     demo.add_argument(
         "--no-serve", action="store_true", help="set everything up, then exit without serving"
     )
+    demo.add_argument(
+        "--no-agents", action="store_true", help="serve, but start no demo agent workload"
+    )
+    demo.add_argument("--node-base-port", type=_port, default=9001,
+                      help="the simulated nodes listen on this port and the next (default 9001)")
     demo.set_defaults(handler=_run_demo)
 
 
@@ -115,13 +121,15 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     _setup_django()
-    from django.core.management import call_command
+    from controlplane import demo
 
-    call_command("migrate", interactive=False, verbosity=0)
-    call_command("seed_demo")
-    if args.no_serve:
-        return 0
-    return _serve(args.host, args.port)
+    try:
+        demo.main(args.host, args.port, serve=not args.no_serve, agents=not args.no_agents,
+                  node_base_port=args.node_base_port)
+    except demo.DemoError as exc:
+        print(f"saga demo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_manage(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ class WorkflowPage(Schema):
 
 class ListFilters(Schema):
     state: WorkflowState | None = None
+    external_id: str | None = None
     template: str | None = None
     submitted_after: datetime | None = None
     submitted_before: datetime | None = None
@@ -154,6 +155,8 @@ def list_workflows(request: HttpRequest, filters: Query[ListFilters]) -> Workflo
         rows = rows.filter(state=filters.state)
     if filters.template:
         rows = rows.filter(template__name=filters.template)
+    if filters.external_id is not None:
+        rows = rows.filter(external_id=filters.external_id)
     if filters.submitted_after:
         rows = rows.filter(submitted_at__gte=filters.submitted_after)
     if filters.submitted_before:

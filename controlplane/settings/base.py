@@ -119,7 +119,7 @@ else:
 
 # Celery: Redis broker and result backend when REDIS_URL is set; otherwise tasks run eagerly in
 # the calling process, so the demo needs no worker.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
