@@ -26,7 +26,10 @@ def test_get_and_list(api: ApiClient) -> None:
     api.post(f"/api/workflows/{first}/cancel")
     assert [w["id"] for w in api.get("/api/workflows", state="cancelled").json()["items"]] \
         == [first]
-    assert api.get("/api/workflows", limit=1).json()["count"] == 2
+    third = create(api, "swe", external_id="task-42")
+    assert [w["id"] for w in api.get("/api/workflows", external_id="task-42").json()["items"]] \
+        == [third]
+    assert api.get("/api/workflows", limit=1).json()["count"] == 3
     assert len(api.get("/api/workflows", limit=1).json()["items"]) == 1
 
 
