@@ -38,6 +38,10 @@ class NodeAdmin(AuditedModelAdmin):
     actions = ["revoke_tokens"]
     inlines = [NodePolicyStateInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    class Media:
+        js = ("saga/node_status_live.js",)
+        css = {"all": ("saga/admin.css",)}
     fieldsets = (
         (None, {"fields": ("name", "engine", "address")}),
         ("Hardware (reported at registration)",
