@@ -366,7 +366,8 @@ class SimBackend:
             views.append(CacheEntryView(
                 entry_id=s, workflow_id=owner, tenant=wf.tenant if wf else None,
                 tokens=blocks * self.bs, blocks=blocks, depth_tokens=index.start[s],
-                last_access_s=cache.last_access.get(s, 0.0), pinned=False, next_use_s=None))
+                last_access_s=cache.last_access.get(s, 0.0), pinned=False, next_use_s=None,
+                node_id=self.node_id))
         return views
 
     def wake(self, engine: SimEngine, time_s: float, version: int) -> None:

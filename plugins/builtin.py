@@ -1,0 +1,45 @@
+"""The built-in policies, discovered like any third-party module.
+
+The manager always loads this module (datasette's DEFAULT_PLUGINS pattern); the entry point
+``builtin = "plugins.builtin"`` in the group ``saga.policies`` points here too, and the registry
+deduplicates. A third-party module can expose its policies the same way, with
+``__saga_policies__``.
+"""
+
+from __future__ import annotations
+
+from plugins.policies.batching import (
+    LeastLoadedBatching,
+    PrefixAwareBatching,
+    RoundRobinBatching,
+    SagaBatching,
+    SessionAffinityBatching,
+)
+from plugins.policies.eviction import AEGEviction, BeladyEviction, LRUEviction, TTLEviction
+from plugins.policies.fairness import AFSFairness, FCFSFairness, PLASFairness, VTCFairness
+
+__saga_policies__ = (
+    LRUEviction,
+    TTLEviction,
+    AEGEviction,
+    BeladyEviction,
+    RoundRobinBatching,
+    LeastLoadedBatching,
+    SessionAffinityBatching,
+    PrefixAwareBatching,
+    SagaBatching,
+    FCFSFairness,
+    VTCFairness,
+    PLASFairness,
+    AFSFairness,
+)
+
+DEFAULT_FALLBACKS = {
+    "eviction": LRUEviction,
+    "batching": SessionAffinityBatching,
+    "fairness": FCFSFairness,
+}
+"""Each kind's last resort: simple, stateless enough never to raise (the baseline set)."""
+
+SAGA_DEFAULTS = {"eviction": "aeg", "batching": "saga", "fairness": "afs"}
+"""The policies a fresh manager activates: SAGA's three mechanisms."""

@@ -1,0 +1,261 @@
+"""Eviction policies: which cached prefix segments go first, and what is pinned across tools.
+
+All orders are a single sort of the candidates (O(n log n)); ties always fall back to the LRU key
+so that every policy is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from pydantic import Field
+
+from plugins.base import Policy, PolicyParams
+from plugins.hookspecs import EVICTION, hookimpl
+from plugins.views import CacheEntryView, SchedulingContext, WorkflowView
+
+
+def lru_key(entry: CacheEntryView) -> tuple[float, int, int]:
+    """vLLM's order: least recently used first; at equal recency the chain's tail (deeper) first."""
+    return (entry.last_access_s, -entry.depth_tokens, entry.entry_id)
+
+
+class LRUEviction(Policy):
+    """vLLM automatic prefix caching: evict unreferenced blocks, least recently used first.
+
+    Source: vLLM ``v1/core/block_pool.py`` (free queue: freed blocks appended at the tail, eviction
+    from the head) and ``single_type_kv_cache_manager.py`` (a request's blocks are freed in
+    reverse, so a chain's tail is evicted before its head). Candidates are unreferenced leaves,
+    so ordering them by (last access, deeper first) reproduces vLLM's block order exactly (tested).
+    Never pins across tool calls.
+    """
+
+    name = "lru"
+    kind = EVICTION
+    version = "1.0"
+    summary = "vLLM automatic prefix caching: least recently used first, chain tail first"
+
+    @hookimpl
+    def saga_eviction_order(
+        self, ctx: SchedulingContext, candidates: Sequence[CacheEntryView]
+    ) -> list[int]:
+        return [e.entry_id for e in sorted(candidates, key=lru_key)]
+
+    @hookimpl
+    def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
+        return 0.0
+
+
+class TTLParams(PolicyParams):
+    ttl_s: float = Field(
+        60.0, ge=0.0, le=86400.0, description="seconds a workflow's KV stays pinned during a tool"
+    )
+    per_tool_ttl_s: dict[str, float] = Field(
+        default_factory=dict, description="TTL overrides by tool name"
+    )
+
+
+class TTLEviction(Policy):
+    """Continuum: pin a workflow's KV cache for a time-to-live while its agent runs a tool.
+
+    Source: Li et al., "Continuum: Efficient and Robust Multi-Turn LLM Agent Scheduling with KV
+    Cache Time-to-Live", arXiv 2511.02230. On ``tool_start`` the workflow's context is pinned until
+    the tool ends or the TTL expires; unpinned blocks are evicted LRU (Continuum is built on vLLM).
+    Approximation: Continuum picks the TTL per tool call from a cost/benefit model of reload cost
+    and queueing delay over the tool-duration distribution; we use a fixed TTL (default 60 s,
+    between the Weka tool-gap p50 of 9 s and p90 of 72 s, so most tool calls are covered) with
+    optional per-tool overrides.
+    """
+
+    name = "ttl"
+    kind = EVICTION
+    version = "1.0"
+    summary = "Continuum: pin a workflow's KV for a TTL across each tool call; LRU otherwise"
+    Params = TTLParams
+
+    @hookimpl
+    def saga_eviction_order(
+        self, ctx: SchedulingContext, candidates: Sequence[CacheEntryView]
+    ) -> list[int]:
+        return [e.entry_id for e in sorted(candidates, key=lru_key)]
+
+    @hookimpl
+    def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
+        params: TTLParams = self.params  # type: ignore[assignment]
+        if workflow.tool_name is not None:
+            return params.per_tool_ttl_s.get(workflow.tool_name, params.ttl_s)
+        return params.ttl_s
+
+
+class AEGParams(PolicyParams):
+    retention_factor: float = Field(
+        3.0,
+        ge=0.0,
+        description="pin a workflow's context across a tool for this many times its predicted "
+        "gap to the next call; 0 = never pin",
+    )
+    max_retention_s: float = Field(
+        300.0, ge=0.0, description="upper bound of a pin (robustness to long-tailed tools)"
+    )
+    min_p_next_call: float = Field(
+        0.5, ge=0.0, le=1.0, description="pin only workflows at least this likely to call again"
+    )
+    tau_s: float = Field(
+        1.0, gt=0.0, description="seconds added to the predicted gap: the discount's time scale"
+    )
+    attention_scale_tokens: float | None = Field(
+        None,
+        gt=0.0,
+        description="weight deep tokens by 1 + depth / this (attention makes them dearer to "
+        "recompute: ~32k for Llama-3); None = every token costs the same",
+    )
+
+
+class AEGEviction(Policy):
+    """SAGA: keep the blocks with the highest expected saved recompute per block, discounted by
+    the predicted time until reuse (an online approximation of Belady's farthest-next-use).
+
+    Score of a leaf entry (lowest evicted first)::
+
+        score = p_next_call * reuse_fraction * recompute_cost / blocks
+                / (expected_gap_s + queue_wait + tau_s)
+        recompute_cost = tokens * (1 + mid_depth / attention_scale_tokens)   (or just tokens)
+
+    ``expected_gap_s`` comes from the AEG (the rest of the current tool call, or of the user's
+    think time); ``queue_wait`` is the node's ``queue_delay_s``, the wait the returning call
+    will face before it reads its cache (a queued workflow's time to reuse is that wait alone).
+    ``recompute_cost`` is the prefill work to rebuild the segment. Per token, linear layers cost
+    a constant and attention grows with the token's position (calibration README: prefill ~ 2 x
+    params FLOPs per token plus ~ 4 x layers x d_model x context; the two are equal near 53k
+    tokens for Llama-3-70B, 30k for 8B). The depth term is off by default: on 200 Weka sessions
+    (64 A100s, simulator) weighting by depth (scale 32k) cut the TCT speedup from 1.59x to 1.37x,
+    because it concentrates evictions on young, short workflows, whose slowdown then dominates.
+    So the default is Belady's unit cost, discounted by predicted reuse. ``reuse_fraction`` =
+    predicted reuse tokens / context tokens. Entries of finished or unknown workflows score 0
+    (evicted first), and so do entries of a workflow whose home is now another node (when the
+    engine fills ``CacheEntryView.node_id``). Shared entries
+    (no single owner) use p = 1 and their time since last access as the expected gap.
+
+    Pinning across tools (Continuum's insight, sized by the AEG instead of a fixed TTL): at
+    ``tool_start`` a workflow likely to call again (``p_next_call >= min_p_next_call``) is pinned
+    for ``retention_factor`` x its predicted gap, at most ``max_retention_s``; short tools get
+    short pins, long ones longer, and the pin ends early when the tool returns. The default 3 x
+    the mean gap covers ~93% of calls of a log-normal tool with the Weka spread (sigma ~1.4).
+    Measured on 200 Weka sessions, 64 simulated A100s, load 0.8: pinning lifts saga's TCT speedup
+    over the baseline from 1.46x to ~2.0x (recompute 300M -> 107M tokens); factors 2-5 and
+    Continuum's fixed 60-120 s TTL are within the run-to-run noise (~3%) of each other.
+    """
+
+    name = "aeg"
+    kind = EVICTION
+    version = "1.0"
+    summary = "SAGA: expected saved recompute per block, discounted by predicted time to reuse"
+    Params = AEGParams
+
+    @hookimpl
+    def saga_eviction_order(
+        self, ctx: SchedulingContext, candidates: Sequence[CacheEntryView]
+    ) -> list[int]:
+        params: AEGParams = self.params  # type: ignore[assignment]
+        tau = params.tau_s
+        inv_scale = 1.0 / params.attention_scale_tokens if params.attention_scale_tokens else 0.0
+        now = ctx.now_s
+        nodes = ctx.nodes
+        waits: dict[str | None, float] = {}
+
+        def queue_wait(node_id: str | None) -> float:
+            wait = waits.get(node_id)
+            if wait is None:
+                view = nodes.get(node_id) if node_id is not None else None
+                wait = waits[node_id] = max(view.queue_delay_s, 0.0) if view is not None else 0.0
+            return wait
+
+        rates: dict[tuple[str, str | None], float] = {}
+        keyed: list[tuple[float, float, int, int]] = []
+        for e in candidates:
+            wid = e.workflow_id
+            if wid is None:
+                rate = 1.0 / (max(now - e.last_access_s, 0.0) + tau)
+            else:
+                key = (wid, e.node_id)
+                cached_rate = rates.get(key)
+                if cached_rate is None:
+                    cached_rate = rates[key] = self._rate(ctx, wid, e.node_id, tau, queue_wait)
+                rate = cached_rate
+            if rate > 0.0:
+                cost = e.tokens * (1.0 + (e.depth_tokens + 0.5 * e.tokens) * inv_scale)
+                score = rate * cost / max(e.blocks, 1)
+            else:
+                score = 0.0
+            keyed.append((score, e.last_access_s, -e.depth_tokens, e.entry_id))
+        keyed.sort()
+        return [k[3] for k in keyed]
+
+    @staticmethod
+    def _rate(
+        ctx: SchedulingContext,
+        workflow_id: str,
+        node_id: str | None,
+        tau: float,
+        queue_wait: Callable[[str | None], float],
+    ) -> float:
+        """p_next_call * reuse_fraction / (time until the cache is read again + tau)."""
+        wf = ctx.workflow(workflow_id)
+        if wf is None or wf.state == "done":
+            return 0.0
+        home = wf.home_node
+        if node_id is not None and home is not None and home != node_id:
+            return 0.0  # the workflow now lives on another node: its calls will not come here
+        wait = queue_wait(node_id if node_id is not None else home)
+        if wf.state == "queued":
+            return 1.0 / (wait + tau)
+        pred = ctx.predict(workflow_id)
+        if pred.p_next_call <= 0.0:
+            return 0.0
+        context = wf.context_tokens if wf.context_tokens > 0 else wf.cached_tokens
+        reuse = min(pred.reuse_tokens / context, 1.0) if context > 0 else 1.0
+        gap = pred.expected_gap_s if math.isfinite(pred.expected_gap_s) else 1e9
+        return pred.p_next_call * reuse / (max(gap, 0.0) + wait + tau)
+
+    @hookimpl
+    def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
+        """Continuum's pin, sized by the AEG: ``retention_factor`` x the predicted gap."""
+        params: AEGParams = self.params  # type: ignore[assignment]
+        if params.retention_factor == 0.0:
+            return 0.0
+        pred = ctx.predict(workflow.workflow_id)
+        if pred.p_next_call < params.min_p_next_call or not math.isfinite(pred.expected_gap_s):
+            return 0.0
+        return min(params.retention_factor * max(pred.expected_gap_s, 0.0), params.max_retention_s)
+
+
+class BeladyEviction(Policy):
+    """Belady's MIN: evict the entry whose next use is farthest in the future (never used first).
+
+    Offline optimum for unit-size pages (Belady 1966), the yardstick for the online policies. It
+    needs the future of a known trace, so it only runs in the simulator (``requires_oracle``:
+    the simulator fills ``CacheEntryView.next_use_s``). With variable-size segments and prefix
+    dependencies it is a strong heuristic, not the exact optimum (that problem is NP-hard).
+    """
+
+    name = "belady"
+    kind = EVICTION
+    version = "1.0"
+    summary = "Belady MIN: farthest next use first (offline oracle; simulator only)"
+    requires_oracle = True
+
+    @hookimpl
+    def saga_eviction_order(
+        self, ctx: SchedulingContext, candidates: Sequence[CacheEntryView]
+    ) -> list[int]:
+        def key(e: CacheEntryView) -> tuple[int, float, float, int, int]:
+            if e.next_use_s is None:
+                return (0, 0.0, e.last_access_s, -e.depth_tokens, e.entry_id)
+            return (1, -e.next_use_s, e.last_access_s, -e.depth_tokens, e.entry_id)
+
+        return [e.entry_id for e in sorted(candidates, key=key)]
+
+    @hookimpl
+    def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
+        return 0.0
