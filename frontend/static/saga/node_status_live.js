@@ -1,6 +1,6 @@
 // Live node status in the admin's node list: listens to /ws/ui/cluster/ (staff session,
 // same origin) and updates each node's status, heartbeat and load cells as heartbeats arrive.
-(function () {
+document.addEventListener("DOMContentLoaded", function () {
   "use strict";
   if (!document.querySelector("#result_list")) { return; }
   var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
@@ -44,4 +44,4 @@
     };
   }
   connect();
-})();
+});
