@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = subparsers.add_parser("serve", help="run the control plane (ASGI: HTTP + websockets)")
     _add_server_options(serve)
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="server processes sharing the port (default 1; needs REDIS_URL and "
+                            "DATABASE_URL above 1, so they share routing state and quotas)")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -97,6 +100,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"workers must be an integer, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"workers must be in 1..64, got {value}")
+    return value
+
+
 def _setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS)
     import django
@@ -104,19 +117,28 @@ def _setup_django() -> None:
     django.setup()
 
 
-def _serve(host: str, port: int) -> int:
+def _serve(host: str, port: int, workers: int = 1) -> int:
     import uvicorn
 
     print(f"SAGA control plane on http://{host}:{port}/ (admin at /admin/)", flush=True)
+    # The gateway's entry point: /v1/ through a lean handler, the rest as controlplane.asgi.
     uvicorn.run(
-        "controlplane.asgi:application", host=host, port=port, lifespan="off", log_level="info"
+        "controlplane.gateway.asgi:application", host=host, port=port, lifespan="off",
+        log_level="info", workers=workers,
     )
     return 0
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     _setup_django()
-    return _serve(args.host, args.port)
+    if args.workers > 1:
+        from django.conf import settings
+
+        if not settings.REDIS_URL or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            print("saga serve: error: --workers above 1 needs DATABASE_URL (PostgreSQL) and "
+                  "REDIS_URL", file=sys.stderr)
+            return 2
+    return _serve(args.host, args.port, args.workers)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -33,14 +33,25 @@ class KeyCache:
         self._entries: dict[str, tuple[float, Caller]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, plaintext: str) -> Caller | None:
-        """The caller behind an inference-scoped key, or None (never raises on bad input)."""
-        digest = credentials.digest_secret(plaintext)
-        now = time.monotonic()
+    def cached(self, plaintext: str) -> Caller | None:
+        """The caller when the key was verified less than ``ttl_s`` ago, else None. No I/O, so
+        the gateway calls it on the event loop and leaves the thread hop to cache misses."""
+        return self._hit(credentials.digest_secret(plaintext), time.monotonic())
+
+    def _hit(self, digest: str, now: float) -> Caller | None:
         with self._lock:
             hit = self._entries.get(digest)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
+        return None
+
+    def authenticate(self, plaintext: str) -> Caller | None:
+        """The caller behind an inference-scoped key, or None (never raises on bad input)."""
+        digest = credentials.digest_secret(plaintext)
+        now = time.monotonic()
+        hit = self._hit(digest, now)
+        if hit is not None:
+            return hit
         key = ApiKey.authenticate(plaintext, scope=ApiKeyScope.INFERENCE)
         if key is None:
             with self._lock:

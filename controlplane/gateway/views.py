@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -36,6 +36,9 @@ WORKFLOW_HEADER = "X-Saga-Workflow"
 TEMPLATE_HEADER = "X-Saga-Template"
 DEFAULT_TEMPLATE = "default"
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 keys = KeyCache()
 directory = ClusterDirectory()
 
@@ -43,6 +46,13 @@ directory = ClusterDirectory()
 @lru_cache(maxsize=1)
 def routing_state() -> RoutingState:
     return RedisRoutingState(settings.REDIS_URL) if settings.REDIS_URL else LocalRoutingState()
+
+
+def _in_thread(work: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Run ORM/Redis work in the loop's worker threads (not one thread per request), giving the
+    database connection back to the pool when it is done rather than holding it for the rest of
+    the call (the upstream wait included)."""
+    return database_sync_to_async(work, thread_sensitive=False)  # type: ignore[no-any-return]
 
 
 def _error(exc: OpenAIError) -> JsonResponse:
@@ -57,7 +67,7 @@ def _error(exc: OpenAIError) -> JsonResponse:
 async def _caller(request: HttpRequest) -> Caller:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    caller = await sync_to_async(keys.authenticate)(token) if token else None
+    caller = (keys.cached(token) or await _in_thread(keys.authenticate)(token)) if token else None
     if caller is None:
         raise OpenAIError(401, "missing, revoked or expired API key (inference scope needed)",
                           "Authorization", "authentication_error", "invalid_api_key")
@@ -77,8 +87,8 @@ def _identity(request: HttpRequest, body: Any) -> Identity:
 
 async def _begin(caller: Caller, identity: Identity, model: str, prompt_tokens: int) -> Ticket:
     try:
-        return await sync_to_async(begin_call)(caller, identity, model, prompt_tokens,
-                                               directory, routing_state())
+        return await _in_thread(begin_call)(caller, identity, model, prompt_tokens, directory,
+                                            routing_state())
     except QuotaExceeded as exc:
         error = OpenAIError(429, str(exc), exc.quota, "rate_limit_error", "quota_exceeded")
         error.retry_after_s = exc.retry_after_s  # type: ignore[attr-defined]
@@ -89,7 +99,7 @@ async def _begin(caller: Caller, identity: Identity, model: str, prompt_tokens: 
 
 async def _finish(ticket: Ticket, outcome: str, seen: Observed, first_token: Any,
                   error: str = "") -> None:
-    await sync_to_async(finish_call)(ticket, Outcome(
+    await _in_thread(finish_call)(ticket, Outcome(
         outcome=outcome, finish_reason=seen.finish_reason, prompt_tokens=seen.prompt_tokens,
         cached_tokens=seen.cached_tokens, completion_tokens=seen.completion_tokens,
         tool_names=tuple(seen.tool_names), first_token_at=first_token, error=error or seen.error,
@@ -214,7 +224,7 @@ async def models(request: HttpRequest) -> HttpResponse:
         await _caller(request)
     except OpenAIError as exc:
         return _error(exc)
-    await sync_to_async(directory.refresh)()
+    await _in_thread(directory.refresh)()
     return JsonResponse({"object": "list", "data": [
         {"id": model, "object": "model", "created": now_s(), "owned_by": "saga"}
         for model in directory.models()]})

@@ -52,6 +52,9 @@ class WorkflowAdmin(admin.ModelAdmin):
                        "tct_s", "est_isolated_s", "slo_met")
     inlines = [CallInline, ToolCallInline]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # agents submit workflows (REST API, gateway); the admin inspects them
+
     @admin.display(description="Slowdown")
     def slowdown_display(self, obj: Workflow) -> str:
         return "-" if obj.slowdown is None else f"{obj.slowdown:.2f}x"
@@ -65,6 +68,9 @@ class CallAdmin(admin.ModelAdmin):
     search_fields = ("workflow__external_id",)
     list_select_related = ("workflow", "node")
     raw_id_fields = ("workflow",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # calls are recorded by the gateway
 
     @admin.display(description="TTFT (s)")
     def ttft_display(self, obj: Call) -> str:
@@ -81,6 +87,9 @@ class ToolCallAdmin(admin.ModelAdmin):
     list_filter = ("name", "workflow__tenant")
     search_fields = ("name", "workflow__external_id")
     raw_id_fields = ("workflow", "after_call")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tool calls are recorded from agents' events
 
     @admin.display(description="Duration (s)")
     def duration_display(self, obj: ToolCall) -> str:
