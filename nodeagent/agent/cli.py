@@ -30,6 +30,16 @@ def register(subparsers: Any) -> None:
                       help=f"simulated GPU/model profile (sim engine; default {DEFAULT_PROFILE})")
     node.add_argument("--speed", type=float, default=1.0,
                       help="simulated seconds per wall second (sim engine; default 1)")
+    vllm = node.add_argument_group("vllm engine")
+    vllm.add_argument("--tensor-parallel-size", type=int, default=1,
+                      help="GPUs the model is split over (default 1)")
+    vllm.add_argument("--max-model-len", type=int, default=None,
+                      help="context length (default: the model's)")
+    vllm.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                      help="share of GPU memory vLLM may use (default 0.9)")
+    vllm.add_argument("--tool-call-parser", default=None, metavar="NAME",
+                      help="vLLM tool parser for the model's tool calls (e.g. hermes, llama3_json;"
+                      " default: tool calls are not parsed)")
     node.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
     node.add_argument("--port", type=int, default=9000, help="API port (default 9000)")
     node.add_argument("--advertise", default=None, metavar="URL",
@@ -53,7 +63,10 @@ def _build_engine(args: argparse.Namespace) -> Any:
                              f"'saga-controlplane[vllm]'): {exc}") from exc
         if not args.model:
             raise ValueError("--model is required with --engine vllm")
-        return VllmBackend(args.model)
+        return VllmBackend(args.model, tensor_parallel_size=args.tensor_parallel_size,
+                           max_model_len=args.max_model_len,
+                           gpu_memory_utilization=args.gpu_memory_utilization,
+                           tool_call_parser=args.tool_call_parser)
     from nodeagent.agent.sim_backend import SimBackend
 
     return SimBackend(args.profile, model_name=args.model or args.profile, speed=args.speed)
