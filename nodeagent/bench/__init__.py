@@ -1,0 +1,1 @@
+"""``saga bench``: replay agent workloads on a simulated cluster and compare policy sets."""
