@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from controlplane import quotas
@@ -74,18 +75,25 @@ def begin_call(caller: Caller, identity: Identity, model: str, prompt_tokens: in
                   node, identity.external_id is None, prompt_tokens)
 
 
+def _locked_workflows() -> QuerySet[Workflow]:
+    """Workflows with tenant and template joined, locking the workflow row only: a plain
+    select_for_update would lock the joined tenant and template rows too and serialise every call
+    of a tenant (and of a template) on them. Admission locks the tenant itself when it needs to
+    (services.create_workflow)."""
+    return Workflow.objects.select_for_update(of=("self",)).select_related("template", "tenant")
+
+
 def _resolve_workflow(caller: Caller, identity: Identity) -> Workflow:
     tenant = Tenant(pk=caller.tenant_id, slug=caller.tenant,
                     max_concurrent_workflows=caller.max_concurrent_workflows)
     if identity.external_id is None:
         return services.create_workflow(tenant, identity.template)
-    workflow = (Workflow.objects.select_for_update().select_related("template", "tenant")
+    workflow = (_locked_workflows()
                 .filter(tenant_id=caller.tenant_id, external_id=identity.external_id).first())
     if workflow is None:
         workflow = services.create_workflow(tenant, identity.template,
                                             external_id=identity.external_id)
-        workflow = Workflow.objects.select_for_update().select_related(
-            "template", "tenant").get(pk=workflow.pk)
+        workflow = _locked_workflows().get(pk=workflow.pk)
     if workflow.state in TERMINAL_STATES:
         raise OpenAIError(409, f"workflow {identity.external_id!r} is {workflow.state}; "
                           "use a new X-Saga-Workflow id", "X-Saga-Workflow",
@@ -155,8 +163,7 @@ def finish_call(ticket: Ticket, result: Outcome, state: RoutingState) -> None:
             output_tokens=result.completion_tokens, first_token_at=result.first_token_at,
             finished_at=now, error=result.error[:2000],
         )
-        workflow = Workflow.objects.select_for_update().select_related(
-            "tenant", "template").get(pk=ticket.workflow_pk)
+        workflow = _locked_workflows().get(pk=ticket.workflow_pk)
         if workflow.state in TERMINAL_STATES:
             return
         if ticket.single_call:

@@ -91,7 +91,28 @@ def _find(nodes: Sequence[NodeView], node_id: str | None) -> NodeView | None:
     return None
 
 
-class RoundRobinBatching(Policy):
+class RequestLevelBatching(Policy):
+    """Base of the batching policies that only route: admission follows the fairness priorities
+    and no workflow ever moves (request-level serving has no notion of one)."""
+
+    @hookimpl
+    def saga_admission_order(
+        self,
+        ctx: SchedulingContext,
+        node: NodeView,
+        waiting: Sequence[CallView],
+        priorities: Mapping[str, float],
+    ) -> list[str]:
+        return priority_order(waiting, priorities)
+
+    @hookimpl
+    def saga_rebalance(
+        self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
+    ) -> list[Migration]:
+        return []
+
+
+class RoundRobinBatching(RequestLevelBatching):
     """Request-level round robin over the nodes in the order given; FCFS-by-priority admission.
 
     Ignores affinity on purpose (the naive baseline): consecutive calls of one workflow land on
@@ -117,24 +138,9 @@ class RoundRobinBatching(Policy):
     ) -> str:
         return nodes[next(self._counter) % len(nodes)].node_id
 
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        return priority_order(waiting, priorities)
-
-    @hookimpl
-    def saga_rebalance(
-        self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
-    ) -> list[Migration]:
-        return []
 
 
-class LeastLoadedBatching(Policy):
+class LeastLoadedBatching(RequestLevelBatching):
     """Each call goes to the node with the lowest load (then queue delay, then queue length).
 
     The load-balancing half of Autellix's scheduler; no affinity, so a workflow's calls follow the
@@ -156,21 +162,6 @@ class LeastLoadedBatching(Policy):
     ) -> str:
         return least_loaded(nodes).node_id
 
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        return priority_order(waiting, priorities)
-
-    @hookimpl
-    def saga_rebalance(
-        self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
-    ) -> list[Migration]:
-        return []
 
 
 class SessionAffinityParams(PolicyParams):
@@ -196,7 +187,7 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big")
 
 
-class SessionAffinityBatching(Policy):
+class SessionAffinityBatching(RequestLevelBatching):
     """vLLM production-stack's session router: consistent hashing of the workflow id.
 
     Source: vllm-project/production-stack ``src/vllm_router/routers/routing_logic.py``
@@ -238,21 +229,6 @@ class SessionAffinityBatching(Policy):
     ) -> str:
         return self.node_for(call.workflow_id, [n.node_id for n in nodes])
 
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        return priority_order(waiting, priorities)
-
-    @hookimpl
-    def saga_rebalance(
-        self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
-    ) -> list[Migration]:
-        return []
 
 
 class PrefixAwareParams(PolicyParams):
@@ -264,7 +240,7 @@ class PrefixAwareParams(PolicyParams):
     )
 
 
-class PrefixAwareBatching(Policy):
+class PrefixAwareBatching(RequestLevelBatching):
     """Route to the node holding the longest cached prefix of the prompt; LPM admission.
 
     Sources: production-stack's ``prefixaware`` / ``kvaware`` routers and SGLang's RadixAttention
@@ -311,11 +287,6 @@ class PrefixAwareBatching(Policy):
         params: PrefixAwareParams = self.params  # type: ignore[assignment]
         return banded_order(waiting, priorities, params.admission_band, cheaper_first=False)
 
-    @hookimpl
-    def saga_rebalance(
-        self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
-    ) -> list[Migration]:
-        return []
 
 
 class SagaBatchingParams(PolicyParams):
