@@ -119,7 +119,8 @@ def print_table(results: dict[str, Any]) -> None:
         table.add_column(title, justify="right")
     for name, figs in results["policies"].items():
         table.add_row(name, *[_fmt(figs.get(k)) for _, k in cols[1:]])
-    console = Console(stderr=False)
+    # A log file or pipe gets the whole table, not one squeezed to 80 columns.
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if sweep:
         st = Table(title="sweep: every policy set at every offered load")
