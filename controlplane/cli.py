@@ -17,7 +17,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-SUBCOMMAND_MODULES = ("plugins.cli", "nodeagent.bench.cli", "nodeagent.agent.cli")
+SUBCOMMAND_MODULES = (
+    "plugins.cli",
+    "nodeagent.bench.cli",
+    "nodeagent.gatewaybench.cli",
+    "nodeagent.agent.cli",
+)
 DEFAULT_SETTINGS = "controlplane.settings.dev"
 
 

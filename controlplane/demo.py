@@ -83,7 +83,7 @@ async def run(setup: DemoSetup, host: str, port: int, agents: bool,
     node_key = settings.SAGA_NODE_API_KEY or secrets.token_urlsafe(24)
     settings.SAGA_NODE_API_KEY = node_key  # the gateway and the demo nodes share it
     control_plane = uvicorn.Server(uvicorn.Config(
-        "controlplane.asgi:application", host=host, port=port, lifespan="off",
+        "controlplane.gateway.asgi:application", host=host, port=port, lifespan="off",
         log_level="warning"))
     tasks = [asyncio.create_task(control_plane.serve(), name="control-plane")]
     while not control_plane.started:
