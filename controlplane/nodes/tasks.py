@@ -32,3 +32,13 @@ def sweep_stale_nodes() -> list[str]:
         if layer is not None:
             async_to_sync(layer.group_send)(CLUSTER_GROUP, node_status_event(node))
     return [node.name for node in marked]
+
+
+@shared_task(name="controlplane.nodes.tasks.rebalance_workflows")
+def rebalance_workflows() -> list[str]:
+    """One work-stealing round (active batching policy); returns "workflow:source->target"."""
+    from controlplane.gateway.rebalance import rebalance_homes
+    from controlplane.gateway.views import directory, routing_state
+
+    moves = rebalance_homes(directory, routing_state())
+    return [f"{m.workflow_id}:{m.source}->{m.target}" for m in moves]

@@ -139,6 +139,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.nodes.tasks.sweep_stale_nodes",
         "schedule": float(NODE_HEARTBEAT_INTERVAL_S),
     },
+    # Work stealing between nodes (saga_rebalance of the active batching policy).
+    "rebalance-workflows": {
+        "task": "controlplane.nodes.tasks.rebalance_workflows",
+        "schedule": float(env.get_int("REBALANCE_INTERVAL_S", 2)),
+    },
 }
 
 # The gateway authenticates to node agents with this shared key (nodes get it as

@@ -139,7 +139,6 @@ class RoundRobinBatching(RequestLevelBatching):
         return nodes[next(self._counter) % len(nodes)].node_id
 
 
-
 class LeastLoadedBatching(RequestLevelBatching):
     """Each call goes to the node with the lowest load (then queue delay, then queue length).
 
@@ -161,7 +160,6 @@ class LeastLoadedBatching(RequestLevelBatching):
         nodes: Sequence[NodeView],
     ) -> str:
         return least_loaded(nodes).node_id
-
 
 
 class SessionAffinityParams(PolicyParams):
@@ -230,7 +228,6 @@ class SessionAffinityBatching(RequestLevelBatching):
         return self.node_for(call.workflow_id, [n.node_id for n in nodes])
 
 
-
 class PrefixAwareParams(PolicyParams):
     admission_band: float | None = Field(
         None,
@@ -286,7 +283,6 @@ class PrefixAwareBatching(RequestLevelBatching):
     ) -> list[str]:
         params: PrefixAwareParams = self.params  # type: ignore[assignment]
         return banded_order(waiting, priorities, params.admission_band, cheaper_first=False)
-
 
 
 class SagaBatchingParams(PolicyParams):
