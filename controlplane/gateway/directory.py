@@ -7,10 +7,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from controlplane.nodes.models import Node, NodeStatus
 from controlplane.policies.models import PolicyActivation, PolicyKind
 from controlplane.tenants.models import Tenant
+from controlplane.workflows.models import AgentTemplate
 from plugins.manager import PolicyManager
 from plugins.policyset import PolicySet
 from plugins.views import NodeView, TenantView
@@ -34,6 +36,7 @@ class ClusterDirectory:
         self._nodes: dict[str, NodeEntry] = {}
         self._tenants: dict[str, TenantView] = {}
         self._applied: dict[str, int] = {}
+        self._graphs_at: datetime | None = None
         self._loaded_at = -1e9
         self._lock = threading.Lock()
 
@@ -51,6 +54,7 @@ class ClusterDirectory:
                                                 t.slo_percentile)
                              for t in Tenant.objects.filter(is_active=True)}
             self._sync_policies()
+            self._sync_graphs()
             self._loaded_at = now
 
     @staticmethod
@@ -75,6 +79,15 @@ class ClusterDirectory:
                 if not cls.requires_oracle:
                     self.manager.activate(kind, head.policy.plugin_name, head.policy.params)
             self._applied[kind] = head.pk
+
+    def _sync_graphs(self) -> None:
+        """Load execution graphs learned since the last refresh (routing uses their forecasts)."""
+        rows = AgentTemplate.objects.exclude(aeg_updated_at=None)
+        if self._graphs_at is not None:
+            rows = rows.filter(aeg_updated_at__gt=self._graphs_at)
+        for template in rows.order_by("aeg_updated_at"):
+            self.manager.aeg.load(template.aeg_stats)
+            self._graphs_at = template.aeg_updated_at
 
     def nodes_for(self, model: str) -> list[NodeEntry]:
         return [n for n in self._nodes.values() if n.model == model]

@@ -17,6 +17,7 @@ from controlplane.nodes.messages import (
 from controlplane.nodes.models import Node, NodeStatus
 from controlplane.policies.distribution import NODES_GROUP, current_cluster_policies, record_ack
 from controlplane.tenants.models import Tenant
+from controlplane.workflows.models import AgentTemplate
 
 CLUSTER_GROUP = "cluster"
 CLOSE_UNAUTHORIZED = 4401
@@ -44,6 +45,14 @@ def tenant_views() -> list[dict[str, Any]]:
          "slo_percentile": t.slo_percentile}
         for t in Tenant.objects.filter(is_active=True)
     ]
+
+
+def execution_graphs(template: str | None = None) -> list[dict[str, Any]]:
+    """Agent Execution Graphs learned from completed workflows (``AgentTemplate.aeg_stats``)."""
+    rows = AgentTemplate.objects.exclude(aeg_stats={})
+    if template is not None:
+        rows = rows.filter(name=template)
+    return [t.aeg_stats for t in rows]
 
 
 def node_status_event(node: Node) -> dict[str, Any]:
@@ -97,9 +106,10 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(message, RegisterMessage):
             await database_sync_to_async(self._register)(message)
             tenants = await database_sync_to_async(tenant_views)()
+            graphs = await database_sync_to_async(execution_graphs)()
             await self.send_json({
                 "type": "registered", "node": self.node.name,  # type: ignore[union-attr]
-                "tenants": tenants, **self._timing(),
+                "tenants": tenants, "execution_graphs": graphs, **self._timing(),
             })
             policies = await database_sync_to_async(current_cluster_policies)()
             await self.send_json({"type": "policy.sync", "policies": policies})
@@ -118,6 +128,10 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
     async def tenants_changed(self, event: dict[str, Any]) -> None:
         tenants = await database_sync_to_async(tenant_views)()
         await self.send_json({"type": "tenants", "tenants": tenants})
+
+    async def graphs_changed(self, event: dict[str, Any]) -> None:
+        graphs = await database_sync_to_async(execution_graphs)(event["template"])
+        await self.send_json({"type": "execution_graphs", "graphs": graphs})
 
     async def node_command(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "command", "command": event["command"]})

@@ -61,7 +61,21 @@ def learn(workflow: Workflow) -> dict[str, object]:
         template.aeg_stats = registry.to_json(template.name)
         template.aeg_updated_at = timezone.now()
         template.save(update_fields=["aeg_stats", "aeg_updated_at"])
+        transaction.on_commit(lambda: _announce(template.name))
     return template.aeg_stats
+
+
+def _announce(template: str) -> None:
+    """Tell connected nodes (and through them their policies) about the updated graph."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from controlplane.policies.distribution import NODES_GROUP
+
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(NODES_GROUP,
+                                        {"type": "graphs.changed", "template": template})
 
 
 def learned_once(workflow_id: int) -> bool:

@@ -124,6 +124,7 @@ class ControlChannel:
         if kind == "registered":
             self._heartbeat_s = float(frame.get("heartbeat_interval_s", self._heartbeat_s))
             self.engine.set_tenants([TenantView(**t) for t in frame.get("tenants", [])])
+            self._load_graphs(frame.get("execution_graphs", []))
         elif kind == "policy.sync":
             for policy in frame.get("policies", []):
                 await self._apply(ws, policy)
@@ -132,9 +133,20 @@ class ControlChannel:
             await self._apply(ws, frame["policy"])
         elif kind == "tenants":
             self.engine.set_tenants([TenantView(**t) for t in frame.get("tenants", [])])
+        elif kind == "execution_graphs":
+            self._load_graphs(frame.get("graphs", []))
         elif kind == "error":
             log.error("control plane rejected a frame: %s: %s", frame.get("field"),
                       frame.get("message"))
+
+    def _load_graphs(self, graphs: list[Mapping[str, Any]]) -> None:
+        """Install the cluster's learned execution graphs; a malformed one is logged, not fatal
+        (the node keeps learning that template online)."""
+        for graph in graphs:
+            try:
+                self.engine.load_execution_graphs([graph])
+            except ValueError as exc:
+                log.error("execution graph %r refused: %s", graph.get("template"), exc)
 
     async def _apply(self, ws: ClientConnection, policy: Mapping[str, Any]) -> None:
         """Apply one activation and acknowledge it; an invalid one leaves the old policy."""

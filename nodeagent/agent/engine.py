@@ -139,6 +139,11 @@ class Engine(Protocol):
 
     def set_tenants(self, tenants: Sequence[TenantView]) -> None: ...
 
+    def load_execution_graphs(self, graphs: Sequence[Mapping[str, Any]]) -> None:
+        """Install Agent Execution Graphs the control plane learned from completed workflows
+        (``AgentTemplate.aeg_stats``); they replace this node's graphs of those templates."""
+        ...
+
     def counters(self) -> dict[str, float]:
         """Monotonic counters and gauges for /metrics (names without prefix)."""
         ...

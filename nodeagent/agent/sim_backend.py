@@ -223,6 +223,10 @@ class SimBackend:
     def set_tenants(self, tenants: Sequence[TenantView]) -> None:
         self.tenants = {t.name: t for t in tenants}
 
+    def load_execution_graphs(self, graphs: Sequence[Mapping[str, Any]]) -> None:
+        for graph in graphs:
+            self.manager.aeg.load(graph)
+
     def counters(self) -> dict[str, float]:
         e = self.engine
         return {**self._counters, "prompt_tokens": float(e.prompt_tokens_admitted),

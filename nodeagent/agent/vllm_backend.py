@@ -655,6 +655,9 @@ class VllmBackend:
     def set_tenants(self, tenants: Sequence[TenantView]) -> None:
         self.link.send("set_tenants", tenants_payload(tenants))
 
+    def load_execution_graphs(self, graphs: Sequence[Mapping[str, Any]]) -> None:
+        self.link.send("load_graphs", {"graphs": [dict(g) for g in graphs]})
+
     # ------------------------------------------------------------------ workflow boundaries
     def tool_started(self, workflow_id: str, tool_name: str) -> None:
         payload = {"workflow_id": workflow_id}

@@ -49,6 +49,7 @@ COMMANDS = (
     "tool_end",
     "workflow_end",
     "set_tenants",
+    "load_graphs",
     "policy_failures",
     "describe",
 )
@@ -174,6 +175,12 @@ class ControlChannel:
         if command == "set_tenants":
             self.tenants = parse_tenants(payload.get("tenants"))
             return {"tenants": sorted(self.tenants)}
+        if command == "load_graphs":
+            graphs = payload.get("graphs")
+            if not isinstance(graphs, list) or not all(isinstance(g, Mapping) for g in graphs):
+                raise ControlError("graphs must be a list of execution graphs", field="graphs")
+            loaded = [self.manager.aeg.load(graph).template for graph in graphs]
+            return {"templates": loaded}
         if command == "policy_failures":
             return {"failures": self._drain_failures()}
         if command == "describe":

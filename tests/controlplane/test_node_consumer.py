@@ -170,3 +170,38 @@ async def test_tenant_edits_are_pushed_to_connected_nodes() -> None:
     assert frame == {"type": "tenants", "tenants": [
         {"name": "acme", "weight": 3.0, "slo_slowdown": 2.0, "slo_percentile": 95.0}]}
     await comm.disconnect()
+
+
+def _learned_graph(template: str) -> dict[str, Any]:
+    from plugins.aeg import AEGRegistry
+    from plugins.views import WorkflowEvent
+
+    registry = AEGRegistry()
+    for kind, t, extra in (("call_start", 0.0, {"prompt_tokens": 100}),
+                           ("call_end", 1.0, {"output_tokens": 20}),
+                           ("tool_start", 1.0, {"tool_name": "bash"}),
+                           ("tool_end", 4.0, {"tool_name": "bash"}),
+                           ("workflow_end", 4.0, {})):
+        registry.observe(WorkflowEvent(kind, "w", "acme", template, t, **extra))
+    return registry.to_json(template)
+
+
+async def test_nodes_get_the_learned_execution_graphs_at_registration_and_on_update() -> None:
+    from controlplane.workflows.learning import _announce
+    from controlplane.workflows.models import AgentTemplate
+
+    graph = _learned_graph("swe-agent")
+    await database_sync_to_async(AgentTemplate.objects.create)(name="swe-agent", aeg_stats=graph)
+    await database_sync_to_async(AgentTemplate.objects.create)(name="fresh")  # nothing learned
+    _node, token = await make_node()
+    comm = communicator(token)
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "register", "engine": "sim"})
+    reply = await comm.receive_json_from(timeout=5)
+    assert reply["execution_graphs"] == [graph]
+    await comm.receive_json_from(timeout=5)  # policy.sync
+
+    await database_sync_to_async(_announce)("swe-agent")
+    assert await comm.receive_json_from(timeout=5) == {"type": "execution_graphs",
+                                                       "graphs": [graph]}
+    await comm.disconnect()

@@ -17,6 +17,7 @@ from controlplane.nodes.models import Node, NodePolicyState, NodeStatus, PolicyA
 from controlplane.policies.models import Policy
 from controlplane.policies.services import activate_policy
 from controlplane.tenants.models import Tenant
+from controlplane.workflows.models import AgentTemplate
 from nodeagent.agent.control import Backoff, ControlChannel, ControlPlaneRefused
 from nodeagent.agent.sim_backend import SimBackend
 
@@ -73,6 +74,9 @@ def node_states() -> dict[tuple[str, str], tuple[str, int | None, str]]:
 
 def test_a_swap_reaches_every_node_and_is_acknowledged(control_plane: str) -> None:
     Tenant.objects.create(slug="acme", name="Acme", weight=2.0)
+    from tests.controlplane.test_node_consumer import _learned_graph
+
+    AgentTemplate.objects.create(name="swe-agent", aeg_stats=_learned_graph("swe-agent"))
     first = activate("eviction", "lru")
     tokens = {name: make_node(name) for name in ("gpu-a", "gpu-b")}
 
@@ -99,6 +103,8 @@ def test_a_swap_reaches_every_node_and_is_acknowledged(control_plane: str) -> No
                 assert engines[name].active_policies()["eviction"].startswith("lru@")
                 assert channel.applied["eviction"] == first
                 assert engines[name].tenants["acme"].weight == 2.0
+                learned = engines[name].manager.aeg.to_json("swe-agent")
+                assert learned["workflows_seen"] == 1 and "bash" in learned["tools"]
             await acked(first, PolicyApplyStatus.APPLIED)
 
             swap = await sync_to_async(activate)("eviction", "ttl", {"ttl_s": 20})

@@ -227,3 +227,22 @@ def test_tool_end_records_the_tool_latency(scheduler, clock: FakeClock) -> None:
     record = scheduler.saga_registry.workflows["wf"]
     assert record.tool_total_s == pytest.approx(7.0, abs=1e-3)
     assert scheduler.saga_manager.aeg.graph("default").tools["browse"].n > 0
+
+
+def test_load_graphs_installs_learned_execution_graphs() -> None:
+    from nodeagent.vllm_hooks.control import ControlChannel, ControlError
+    from plugins.aeg import AEGRegistry
+    from plugins.manager import PolicyManager
+    from plugins.views import WorkflowEvent
+
+    learned = AEGRegistry()
+    learned.observe(WorkflowEvent("call_start", "w", "t", "swe-agent", 0.0, prompt_tokens=10))
+    learned.observe(WorkflowEvent("call_end", "w", "t", "swe-agent", 1.0, output_tokens=5))
+    learned.observe(WorkflowEvent("workflow_end", "w", "t", "swe-agent", 1.0))
+    manager = PolicyManager()
+    channel = ControlChannel(manager, describe=dict, clock=lambda: 0.0)
+    reply = channel.handle("load_graphs", {"graphs": [learned.to_json("swe-agent")]})
+    assert reply == {"templates": ["swe-agent"]}
+    assert manager.aeg.to_json("swe-agent")["workflows_seen"] == 1
+    with pytest.raises(ControlError, match="graphs"):
+        channel.handle("load_graphs", {"graphs": "nope"})
