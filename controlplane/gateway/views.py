@@ -193,30 +193,27 @@ async def _stream(ticket: Ticket, upstream: httpx.Response, seen: Observed,
         await record(CallOutcome.CANCELLED, "client went away before the end of the stream")
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def _openai_endpoint(request: HttpRequest, model: type[Any], path: str,
+                          prompt_tokens: Callable[[Any], int]) -> HttpResponse:
     if request.method != "POST":
         return _error(OpenAIError(405, "use POST", None))
     try:
-        body = parse(ChatCompletionRequest, request.body)
-        raw = json.loads(request.body)
-        return await _relay("/v1/chat/completions", request, body, raw,
-                            count_prompt_tokens(body.canonical_messages()))
+        body = parse(model, request.body)
+        return await _relay(path, request, body, json.loads(request.body), prompt_tokens(body))
     except OpenAIError as exc:
         return _error(exc)
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    return await _openai_endpoint(request, ChatCompletionRequest, "/v1/chat/completions",
+                                  lambda body: count_prompt_tokens(body.canonical_messages()))
 
 
 @csrf_exempt
 async def completions(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return _error(OpenAIError(405, "use POST", None))
-    try:
-        body = parse(CompletionRequest, request.body)
-        raw = json.loads(request.body)
-        return await _relay("/v1/completions", request, body, raw,
-                            count_text_tokens(body.prompt_text()))
-    except OpenAIError as exc:
-        return _error(exc)
+    return await _openai_endpoint(request, CompletionRequest, "/v1/completions",
+                                  lambda body: count_text_tokens(body.prompt_text()))
 
 
 async def models(request: HttpRequest) -> HttpResponse:
