@@ -56,7 +56,7 @@ class TTLParams(PolicyParams):
     )
 
 
-class TTLEviction(Policy):
+class TTLEviction(LRUEviction):
     """Continuum: pin a workflow's KV cache for a time-to-live while its agent runs a tool.
 
     Source: Li et al., "Continuum: Efficient and Robust Multi-Turn LLM Agent Scheduling with KV
@@ -74,11 +74,7 @@ class TTLEviction(Policy):
     summary = "Continuum: pin a workflow's KV for a TTL across each tool call; LRU otherwise"
     Params = TTLParams
 
-    @hookimpl
-    def saga_eviction_order(
-        self, ctx: SchedulingContext, candidates: Sequence[CacheEntryView]
-    ) -> list[int]:
-        return [e.entry_id for e in sorted(candidates, key=lru_key)]
+    # Eviction order is LRU's, inherited: Continuum runs on vLLM's prefix cache.
 
     @hookimpl
     def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
