@@ -7,19 +7,10 @@ eviction policy can keep (or drop) the workflow's KV cache across the tool.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-
-@dataclass(slots=True)
-class OpenTool:
-    name: str
-    started_at: float
-
 
 class ToolBoundaries:
     def __init__(self) -> None:
-        self._open: dict[str, OpenTool] = {}
+        self._open: dict[str, str] = {}  # workflow id -> name of the tool it runs
 
     def call_finished(self, workflow_id: str, finish_reason: str | None,
                       tool_names: tuple[str, ...]) -> str | None:
@@ -27,12 +18,9 @@ class ToolBoundaries:
         if finish_reason != "tool_calls" or not tool_names:
             return None
         name = ",".join(sorted(set(tool_names)))
-        self._open[workflow_id] = OpenTool(name, time.monotonic())
+        self._open[workflow_id] = name
         return name
 
-    def call_arrived(self, workflow_id: str) -> OpenTool | None:
+    def call_arrived(self, workflow_id: str) -> str | None:
         """A new call of the workflow: the tool it was running, if any, has ended."""
         return self._open.pop(workflow_id, None)
-
-    def open_tools(self) -> int:
-        return len(self._open)

@@ -213,16 +213,6 @@ class CostModel:
         return (self.prefill_work_seconds(new_tokens, context_tokens)
                 + self.decode_work_seconds(output_tokens, context_tokens + new_tokens))
 
-    def saturated_prefill_tokens_per_s(self, context_tokens: int = 0) -> float:
-        """Prefill throughput of full chunks whose tokens see ``context_tokens`` earlier ones."""
-        full = self.profile.max_num_batched_tokens
-        return full / self.step_seconds(full, context_tokens, 0, 0)
-
-    def saturated_decode_tokens_per_s(self, context_tokens: int) -> float:
-        """Decode throughput at the largest batch of ``context_tokens``-long sequences."""
-        b = self.saturated_decode_batch(context_tokens)
-        return b / self.step_seconds(0, 0, b, b * context_tokens)
-
     @staticmethod
     def capacity_instance_seconds_per_s(n_instances: int) -> float:
         """Compute capacity of a cluster in the unit of ``*_work_seconds``: each instance

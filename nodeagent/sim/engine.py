@@ -152,10 +152,6 @@ class SimCall:
         self.est_uncached = prompt_tokens
         self.ever_end = 0
 
-    @property
-    def prefilling(self) -> bool:
-        return self.computed < self.prefill_target
-
     def __repr__(self) -> str:
         return (f"SimCall({self.call_id}, state={self.state}, computed={self.computed}/"
                 f"{self.prefill_target}, generated={self.generated}/{self.output_tokens})")
@@ -326,9 +322,6 @@ class SimEngine:
     def idle(self) -> bool:
         return (self.macro is None and not self.waiting and not self.running
                 and not self._wake_pending)
-
-    def kv_used_blocks(self) -> int:
-        return self.cache.used_blocks
 
     def node_view(self, now: float, with_workflows: bool = True) -> NodeView:
         """This node as routing and admission policies see it.

@@ -328,12 +328,6 @@ class SegmentKVCache:
                 return False
         return True
 
-    def clear_unpinned(self) -> None:
-        """Drop every evictable block (used by tests and by a reset)."""
-        while self.leaves:
-            for seg in list(self.leaves):
-                self.evict(seg, self.blocks.get(seg, 0))
-
     # ----------------------------------------------------------------- internals
     def _update_leaf(self, seg: int) -> None:
         if (self.blocks.get(seg, 0) > 0 and self.nchild.get(seg, 0) == 0

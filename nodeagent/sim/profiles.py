@@ -253,10 +253,6 @@ class Profile:
     allreduce_latency_s: float = ALLREDUCE_LATENCY_S
     step_overhead_s: float = STEP_OVERHEAD_S
 
-    @property
-    def kv_bytes_per_token_per_gpu(self) -> float:
-        return self.kv_bytes_per_token / self.tensor_parallel
-
     def describe(self) -> str:
         """One line for reports."""
         return (f"{self.name}: {self.model} on {self.gpus_per_instance}x{self.gpu} "
