@@ -33,7 +33,7 @@ from nodeagent.agent.engine import (
 from nodeagent.agent.prompt_tree import PromptTree
 from nodeagent.sim.costmodel import CostModel
 from nodeagent.sim.engine import EngineConfig, SimCall, SimEngine
-from nodeagent.sim.kvcache import SegmentKVCache
+from nodeagent.sim.kvcache import SegmentKVCache, cache_entry_views
 from nodeagent.sim.profiles import get_profile
 from plugins.base import PolicyConfigError
 from plugins.events import FAILURE, PolicyEvent
@@ -362,17 +362,11 @@ class SimBackend:
 
     def entry_views(self, engine: SimEngine, segs: Sequence[int], now: float,
                     oracle: bool) -> list[CacheEntryView]:
-        index, cache = self.prompts.index, self.cache
-        views = []
-        for s in segs:
-            blocks, owner = cache.blocks[s], index.owner[s]
-            wf = self.workflows.get(owner) if owner else None
-            views.append(CacheEntryView(
-                entry_id=s, workflow_id=owner, tenant=wf.tenant if wf else None,
-                tokens=blocks * self.bs, blocks=blocks, depth_tokens=index.start[s],
-                last_access_s=cache.last_access.get(s, 0.0), pinned=False, next_use_s=None,
-                node_id=self.node_id))
-        return views
+        return cache_entry_views(self.cache, segs, self.node_id, self._tenant_of)
+
+    def _tenant_of(self, workflow_id: str) -> str | None:
+        wf = self.workflows.get(workflow_id)
+        return wf.tenant if wf else None
 
     def wake(self, engine: SimEngine, time_s: float, version: int) -> None:
         loop = self._bind_loop()

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from nodeagent.sim.clock import Clock, SimulatedClock
 from nodeagent.sim.costmodel import CostModel
 from nodeagent.sim.engine import AccessEvent, EngineConfig, PolicySetLike, SimCall, SimEngine
-from nodeagent.sim.kvcache import SegmentKVCache
+from nodeagent.sim.kvcache import SegmentKVCache, cache_entry_views
 from nodeagent.sim.prepared import PreparedWorkload
 from nodeagent.workloads.model import WorkflowSpec
 from plugins.views import (
@@ -379,22 +379,8 @@ class Cluster:
 
     def entry_views(self, engine: SimEngine, segs: Sequence[int], now: float,
                     oracle: bool) -> list[CacheEntryView]:
-        cache = engine.cache
-        idx = cache.index
-        bs = self.bs
-        start, owner = idx.start, idx.owner
-        blocks, la = cache.blocks, cache.last_access
-        views = []
-        node_id = engine.node_id
-        for s in segs:
-            b = blocks[s]
-            w = owner[s]
-            views.append(CacheEntryView(
-                entry_id=s, workflow_id=w, tenant=None if w is None else self.tenant_of.get(w),
-                tokens=b * bs, blocks=b, depth_tokens=start[s],
-                last_access_s=la.get(s, 0.0), pinned=False,
-                next_use_s=self._next_use(s, w) if oracle else None, node_id=node_id))
-        return views
+        return cache_entry_views(engine.cache, segs, engine.node_id, self.tenant_of.get,
+                                 self._next_use if oracle else None)
 
     def _next_use(self, seg: int, owner: str | None) -> float | None:
         """Oracle for Belady: when the segment is next read, from the workload's known future

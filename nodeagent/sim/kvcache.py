@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from nodeagent.workloads.model import ROOT, ContextTree
+from plugins.views import CacheEntryView
 
 
 class TreeIndex:
@@ -380,3 +381,30 @@ class SegmentKVCache:
             if self.nchild.get(seg, 0) == 0 and seg not in self.pins:
                 assert seg in self.leaves, ("missing leaf", seg, b)
         assert self.used_blocks <= self.capacity_blocks, "over capacity"
+
+
+def cache_entry_views(
+    cache: SegmentKVCache,
+    segs: Sequence[int],
+    node_id: str,
+    tenant_of: Callable[[str], str | None],
+    next_use: Callable[[int, str | None], float | None] | None = None,
+) -> list[CacheEntryView]:
+    """The eviction policy's view of cached segments ``segs`` of one node.
+
+    ``tenant_of`` names an owning workflow's tenant; ``next_use`` (an oracle, simulator only)
+    says when a segment is read again.
+    """
+    index, bs = cache.index, cache.bs
+    start, owner = index.start, index.owner
+    blocks, last_access = cache.blocks, cache.last_access
+    views = []
+    for s in segs:
+        b = blocks[s]
+        w = owner[s]
+        views.append(CacheEntryView(
+            entry_id=s, workflow_id=w, tenant=None if w is None else tenant_of(w),
+            tokens=b * bs, blocks=b, depth_tokens=start[s], last_access_s=last_access.get(s, 0.0),
+            pinned=False, next_use_s=next_use(s, w) if next_use is not None else None,
+            node_id=node_id))
+    return views
