@@ -104,14 +104,11 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(_validation_error_frame(exc))
             return
         if isinstance(message, RegisterMessage):
-            await database_sync_to_async(self._register)(message)
-            tenants = await database_sync_to_async(tenant_views)()
-            graphs = await database_sync_to_async(execution_graphs)()
+            tenants, graphs, policies = await database_sync_to_async(self._register)(message)
             await self.send_json({
                 "type": "registered", "node": self.node.name,  # type: ignore[union-attr]
                 "tenants": tenants, "execution_graphs": graphs, **self._timing(),
             })
-            policies = await database_sync_to_async(current_cluster_policies)()
             await self.send_json({"type": "policy.sync", "policies": policies})
         elif isinstance(message, HeartbeatMessage):
             await database_sync_to_async(self._heartbeat)(message)
@@ -120,6 +117,7 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(record_ack)(
                 self.node, message.activation_id, message.kind, message.applied, message.error
             )
+            return  # acknowledgements change no node status
         await self.channel_layer.group_send(CLUSTER_GROUP, node_status_event(self.node))  # type: ignore[arg-type]
 
     async def policy_activate(self, event: dict[str, Any]) -> None:
@@ -144,7 +142,11 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             "heartbeat_timeout_s": settings.NODE_HEARTBEAT_TIMEOUT_S,
         }
 
-    def _register(self, message: RegisterMessage) -> None:
+    def _register(
+        self, message: RegisterMessage
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Store what the node reported; return what it needs to start: tenants, learned
+        execution graphs and the active policies (one database round trip for all)."""
         node = self.node
         assert node is not None
         node.engine = message.engine
@@ -160,6 +162,7 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
             ]
         )
         node.record_heartbeat(node.last_load)
+        return tenant_views(), execution_graphs(), current_cluster_policies()
 
     def _heartbeat(self, message: HeartbeatMessage) -> None:
         assert self.node is not None
