@@ -11,11 +11,15 @@ import os
 import pytest
 
 
+# What `make test` points at when the variables are unset (see the Makefile).
+MAKE_TEST_DEFAULTS = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+                      "REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
 def _service_unreachable(name: str, variable: str, detail: str) -> None:
     pytest.fail(
-        f"{name} is required for this test but unreachable: {detail}. "
-        f"Start it, or point {variable} at one (make test uses "
-        f"{'postgres://postgres@127.0.0.1:5432/test' if name == 'PostgreSQL' else 'redis://127.0.0.1:6379/0'}).",
+        f"{name} is required for this test but unreachable: {detail}. Start it, or point "
+        f"{variable} at one (make test uses {MAKE_TEST_DEFAULTS[variable]}).",
         pytrace=False,
     )
 
