@@ -10,7 +10,6 @@ import os
 
 import pytest
 
-
 # What `make test` points at when the variables are unset (see the Makefile).
 MAKE_TEST_DEFAULTS = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
                       "REDIS_URL": "redis://127.0.0.1:6379/0"}
