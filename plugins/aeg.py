@@ -42,6 +42,8 @@ END = "end"
 TOOL_PREFIX = "tool:"
 ANY_TOOL = "tool:*"
 """The pooled tool state: carries the prior's tool mass and every tool's observations."""
+_MAX_JOURNAL = 4096
+"""Events kept per live workflow for merging pushed graphs (a workflow has ~2 per call)."""
 FORMAT = "saga-aeg"
 FORMAT_VERSION = 1
 
@@ -416,6 +418,9 @@ class AEGRegistry:
         self.prior = prior or AEGPrior()
         self._graphs: dict[str, AgentExecutionGraph] = {}
         self._live: dict[str, _Live] = {}
+        self._journal: dict[str, list[WorkflowEvent]] = {}
+        """Events of the workflows still live here: what :meth:`load` merges into a pushed
+        graph (the control plane learns a workflow only once it has completed)."""
         self._lock = threading.Lock()
 
     def graph(self, template: str) -> AgentExecutionGraph:
@@ -432,10 +437,28 @@ class AEGRegistry:
         with self._lock:
             return self.graph(template).to_dict()
 
+    def learn_output(self, template: str, output_tokens: int) -> None:
+        """A completed call's output length, from a host that records calls but does not follow
+        workflows live (the gateway): its forecasts' expected output then learns between the
+        control plane's pushes, as a node's does from its events. The next :meth:`load` of the
+        template replaces it (the pushed graph includes those calls once their workflows end)."""
+        with self._lock:
+            self.graph(template).output.add(float(output_tokens), _MIN_TOKENS)
+
     def load(self, data: Mapping[str, Any]) -> AgentExecutionGraph:
-        """Install a stored graph (from AgentTemplate), replacing any learned one."""
+        """Install a graph the control plane learned (``AgentTemplate.aeg_stats``), merged with
+        what this registry learned locally that the control plane cannot know yet: the events
+        of the template's workflows still live here are replayed into it. Everything else local
+        came from workflows that ended, which the pushed graph includes (it is learned from
+        completed workflows), so nothing is counted twice."""
         graph = AgentExecutionGraph.from_dict(data, self.prior)
         with self._lock:
+            scratch = AEGRegistry(self.prior)
+            scratch._graphs[graph.template] = graph
+            for workflow_id, live in self._live.items():
+                if live.template == graph.template:
+                    for event in self._journal.get(workflow_id, ()):
+                        scratch._observe(event)
             self._graphs[graph.template] = graph
         return graph
 
@@ -455,6 +478,9 @@ class AEGRegistry:
                 return
             live = self._live[ev.workflow_id] = _Live(ev.template)
             graph.workflows_seen += 1
+        journal = self._journal.setdefault(ev.workflow_id, [])
+        if len(journal) < _MAX_JOURNAL:
+            journal.append(ev)
         kind = ev.kind
         if kind == "call_start":
             if live.prev is not None:
@@ -490,6 +516,7 @@ class AEGRegistry:
             if live.prev is not None:
                 graph.count_transition(live.prev, END)
             del self._live[ev.workflow_id]
+            self._journal.pop(ev.workflow_id, None)
         else:
             raise ValueError(f"kind: unknown workflow event kind {kind!r}")
 
@@ -497,6 +524,7 @@ class AEGRegistry:
         """Drop a live workflow without learning an end (cancelled, migrated away for good)."""
         with self._lock:
             self._live.pop(workflow_id, None)
+            self._journal.pop(workflow_id, None)
 
     def predict(
         self, workflow_id: str, now_s: float | None = None, context_tokens: int | None = None
@@ -512,39 +540,54 @@ class AEGRegistry:
             if live is None:
                 ctx = float(context_tokens or 0)
                 return Prediction(1.0, 0.0, ctx)
-            graph = self.graph(live.template)
             elapsed = max(now_s - live.since, 0.0) if now_s is not None else 0.0
             context = float(context_tokens if context_tokens is not None else live.context)
-            p_call, gap_call, remaining = graph.call_summary()
-            expected_output = graph.output.mean
-            state = live.state
-            if state == "call":
-                context += expected_output
-                p_next, gap = p_call, gap_call
-            elif state == "after_call":
-                branches = graph._call_branches()
-                p_next = sum(b[0] for b in branches)
-                gap = 0.0
-                if p_next > 0:
-                    for prob, fit, extra in branches:
-                        wait = fit.mean_residual(elapsed) if fit is graph.think else fit.mean
-                        gap += prob * (wait + extra)
-                    gap /= p_next
-            elif state == "tool":
-                tool = live.tool or "unknown"
-                p_next = graph.p_call_after(TOOL_PREFIX + tool)
-                gap = graph.tool_fit(tool).mean_residual(elapsed) + max(graph.post_tool.mean, 0.0)
-            elif state == "after_tool":
-                p_next = graph.p_call_after(TOOL_PREFIX + (live.tool or "unknown"))
-                gap = max(graph.post_tool.mean - elapsed, 0.0)
-            else:  # "new": the workflow exists but has not called yet
-                p_next, gap = 1.0, 0.0
-            reuse = graph.reuse.mean * context if state != "new" else context
-            return Prediction(
-                p_next_call=p_next,
-                expected_gap_s=gap,
-                reuse_tokens=reuse,
-                expected_output_tokens=expected_output,
-                growth_tokens_per_call=max(graph.growth.mean, 0.0),
-                expected_remaining_calls=p_next * (1.0 + remaining),
-            )
+            return self._forecast(self.graph(live.template), live.state, live.tool, elapsed,
+                                  context)
+
+    def forecast(self, template: str, state: str, *, context_tokens: int = 0,
+                 elapsed_s: float = 0.0, tool: str | None = None) -> Prediction:
+        """The forecast for a workflow of ``template`` in ``state`` (``call``: a call in flight;
+        ``after_call``, ``tool``, ``after_tool``: between calls), without following it live.
+
+        What a host that sees workflows only through its own records uses (the gateway routes a
+        new workflow's first call with ``state="call"``), from the same learned graph."""
+        with self._lock:
+            return self._forecast(self.graph(template), state, tool, max(elapsed_s, 0.0),
+                                  float(context_tokens))
+
+    @staticmethod
+    def _forecast(graph: AgentExecutionGraph, state: str, tool: str | None, elapsed: float,
+                  context: float) -> Prediction:
+        p_call, gap_call, remaining = graph.call_summary()
+        expected_output = graph.output.mean
+        if state == "call":
+            context += expected_output
+            p_next, gap = p_call, gap_call
+        elif state == "after_call":
+            branches = graph._call_branches()
+            p_next = sum(b[0] for b in branches)
+            gap = 0.0
+            if p_next > 0:
+                for prob, fit, extra in branches:
+                    wait = fit.mean_residual(elapsed) if fit is graph.think else fit.mean
+                    gap += prob * (wait + extra)
+                gap /= p_next
+        elif state == "tool":
+            name = tool or "unknown"
+            p_next = graph.p_call_after(TOOL_PREFIX + name)
+            gap = graph.tool_fit(name).mean_residual(elapsed) + max(graph.post_tool.mean, 0.0)
+        elif state == "after_tool":
+            p_next = graph.p_call_after(TOOL_PREFIX + (tool or "unknown"))
+            gap = max(graph.post_tool.mean - elapsed, 0.0)
+        else:  # "new": the workflow exists but has not called yet
+            p_next, gap = 1.0, 0.0
+        reuse = graph.reuse.mean * context if state != "new" else context
+        return Prediction(
+            p_next_call=p_next,
+            expected_gap_s=gap,
+            reuse_tokens=reuse,
+            expected_output_tokens=expected_output,
+            growth_tokens_per_call=max(graph.growth.mean, 0.0),
+            expected_remaining_calls=p_next * (1.0 + remaining),
+        )

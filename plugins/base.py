@@ -8,6 +8,7 @@ instance, so a bad value never reaches a running engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,8 +46,13 @@ class Policy:
     decorated with :data:`plugins.hookspecs.hookimpl`. ``requires_oracle`` asks the simulator to
     fill :attr:`plugins.views.CacheEntryView.next_use_s` (offline policies such as Belady).
 
-    An instance holds its own state (counters, rings); the manager builds a fresh instance on each
-    activation, so state never leaks between activations.
+    State that must outlive an activation (VTC's and AFS's service counters, PLAS's attained
+    service, work stealing's cooldowns) is declared, as llm-d's ``NewState``: a class sets
+    ``State`` to a zero-argument factory, and its instance finds the state object in
+    ``self.state``. The policy manager keeps one state per policy (kind and name) for its whole
+    life and hands it to every instance it builds of that policy, so changing a policy's
+    parameters, or swapping it out and back, does not wipe what it has counted. Anything else an
+    instance holds is rebuilt at each activation.
     """
 
     name: ClassVar[str] = ""
@@ -56,9 +62,13 @@ class Policy:
     requires_oracle: ClassVar[bool] = False
 
     Params: ClassVar[type[PolicyParams]] = NoParams
+    State: ClassVar[Callable[[], Any] | None] = None
 
-    def __init__(self, params: PolicyParams | None = None) -> None:
+    def __init__(self, params: PolicyParams | None = None, state: Any = None) -> None:
         self.params = params if params is not None else self.Params()
+        if state is None and self.State is not None:
+            state = self.State()
+        self.state = state
 
     def __repr__(self) -> str:
         return f"<{self.kind} policy {self.name!r} v{self.version} {self.params!r}>"

@@ -8,26 +8,30 @@ deduplicates. A third-party module can expose its policies the same way, with
 
 from __future__ import annotations
 
-from plugins.policies.batching import (
-    LeastLoadedBatching,
-    PrefixAwareBatching,
-    RoundRobinBatching,
-    SagaBatching,
-    SessionAffinityBatching,
-)
+from plugins.policies.admission import LongestPrefixAdmission, PriorityAdmission, SagaAdmission
 from plugins.policies.eviction import AEGEviction, BeladyEviction, LRUEviction, TTLEviction
 from plugins.policies.fairness import AFSFairness, FCFSFairness, PLASFairness, VTCFairness
+from plugins.policies.routing import (
+    LeastLoadedRouting,
+    PrefixAwareRouting,
+    RoundRobinRouting,
+    SagaRouting,
+    SessionAffinityRouting,
+)
 
 __saga_policies__ = (
     LRUEviction,
     TTLEviction,
     AEGEviction,
     BeladyEviction,
-    RoundRobinBatching,
-    LeastLoadedBatching,
-    SessionAffinityBatching,
-    PrefixAwareBatching,
-    SagaBatching,
+    RoundRobinRouting,
+    LeastLoadedRouting,
+    SessionAffinityRouting,
+    PrefixAwareRouting,
+    SagaRouting,
+    PriorityAdmission,
+    LongestPrefixAdmission,
+    SagaAdmission,
     FCFSFairness,
     VTCFairness,
     PLASFairness,
@@ -36,10 +40,11 @@ __saga_policies__ = (
 
 DEFAULT_FALLBACKS = {
     "eviction": LRUEviction,
-    "batching": SessionAffinityBatching,
+    "routing": SessionAffinityRouting,
+    "admission": PriorityAdmission,
     "fairness": FCFSFairness,
 }
 """Each kind's last resort: simple, stateless enough never to raise (the baseline set)."""
 
-SAGA_DEFAULTS = {"eviction": "aeg", "batching": "saga", "fairness": "afs"}
-"""The policies a fresh manager activates: SAGA's three mechanisms."""
+SAGA_DEFAULTS = {"eviction": "aeg", "routing": "saga", "admission": "saga", "fairness": "afs"}
+"""The policies a fresh manager activates: SAGA's mechanisms."""

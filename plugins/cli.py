@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from plugins.base import PolicyError
+from plugins.named_sets import POLICY_SETS
 from plugins.registry import ENTRY_POINT_GROUP, PolicyInfo, PolicyRegistry
-from plugins.sets import POLICY_SETS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

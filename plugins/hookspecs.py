@@ -6,7 +6,8 @@ answer is the decision, so a policy may also return None to say "no opinion" and
 implementation (a wrapped default) answer. Notification hooks (``saga_observe``,
 ``saga_record_service``) reach every active policy.
 
-A policy is a class with ``name``, ``kind`` (``"eviction"``, ``"batching"`` or ``"fairness"``),
+A policy is a class with ``name``, ``kind`` (``"eviction"``, ``"routing"``, ``"admission"`` or
+``"fairness"``),
 ``version`` and a pydantic ``Params`` model; its instance implements the hooks of its kind with
 methods decorated by :data:`hookimpl`. Hooks are called with keyword arguments, so an
 implementation may accept only the arguments it needs (pluggy's rule). ``docs/policies.md``
@@ -42,10 +43,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marks a policy method as the implementation of the hook of the same name."""
 
 EVICTION = "eviction"
-BATCHING = "batching"
+ROUTING = "routing"
+ADMISSION = "admission"
 FAIRNESS = "fairness"
-KINDS: tuple[str, ...] = (EVICTION, BATCHING, FAIRNESS)
-"""The three policy kinds; a policy set holds exactly one active policy of each."""
+KINDS: tuple[str, ...] = (EVICTION, ROUTING, ADMISSION, FAIRNESS)
+"""The four policy kinds; a policy set holds at most one active policy of each."""
+
+CLUSTER_KINDS: tuple[str, ...] = (ROUTING,)
+"""The kinds the cluster tier (the gateway) calls: where a call goes, work stealing."""
+NODE_KINDS: tuple[str, ...] = (EVICTION, ADMISSION, FAIRNESS)
+"""The kinds an engine (simulated or vLLM) calls: its KV cache, its waiting queue's order."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +84,7 @@ def saga_tool_retention_s(ctx: SchedulingContext, workflow: WorkflowView) -> flo
 
 
 # --------------------------------------------------------------------------------------------
-# batching / routing
+# routing (cluster tier)
 
 
 @hookspec(firstresult=True)
@@ -92,6 +99,21 @@ def saga_route_call(
 
 
 @hookspec(firstresult=True)
+def saga_rebalance(
+    ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
+) -> list[Migration] | None:
+    """Work stealing: which workflows change home node when load is skewed.
+
+    Called periodically by the cluster with the live workflows. Only workflows not in a running
+    call may move (the engine drops any other migration). Return ``[]`` for no move.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# admission (node tier)
+
+
+@hookspec(firstresult=True)
 def saga_admission_order(
     ctx: SchedulingContext,
     node: NodeView,
@@ -101,19 +123,8 @@ def saga_admission_order(
     """Order a node's waiting calls for admission; return their ``call_id`` values.
 
     ``priorities`` maps each waiting call id to the fairness policy's priority (lower first).
-    A batching policy may regroup within what fairness allows (for instance cached-prefix first
+    An admission policy may regroup within what fairness allows (for instance cached-prefix first
     within a priority band). The engine admits in this order while memory and batch limits allow.
-    """
-
-
-@hookspec(firstresult=True)
-def saga_rebalance(
-    ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
-) -> list[Migration] | None:
-    """Work stealing: which workflows change home node when load is skewed.
-
-    Called periodically by the cluster with the live workflows. Only workflows not in a running
-    call may move (the engine drops any other migration). Return ``[]`` for no move.
     """
 
 
@@ -159,14 +170,16 @@ def saga_observe(ctx: SchedulingContext, event: WorkflowEvent) -> None:
 
 HOOKS_BY_KIND: Mapping[str, tuple[str, ...]] = {
     EVICTION: ("saga_eviction_order", "saga_tool_retention_s"),
-    BATCHING: ("saga_route_call", "saga_admission_order", "saga_rebalance"),
+    ROUTING: ("saga_route_call", "saga_rebalance"),
+    ADMISSION: ("saga_admission_order",),
     FAIRNESS: ("saga_call_priority", "saga_record_service"),
 }
 """The decision hooks each kind must answer; ``saga_observe`` is optional for every kind."""
 
 ALL_HOOKS: tuple[str, ...] = (
     *HOOKS_BY_KIND[EVICTION],
-    *HOOKS_BY_KIND[BATCHING],
+    *HOOKS_BY_KIND[ROUTING],
+    *HOOKS_BY_KIND[ADMISSION],
     *HOOKS_BY_KIND[FAIRNESS],
     "saga_observe",
 )

@@ -10,7 +10,12 @@ taken; under the lock the manager builds the next set and publishes it with one 
 assignment. ``current()`` is a single attribute read, so a step sees either the old set or the
 new one, never a mix. A policy that raises at run time is replaced by the last good policy of its
 kind (a small stack of previously active, never-failed policies), or by the kind's default
-(lru / session-affinity / fcfs), and a ``failure`` event reports it.
+(lru / session-affinity / priority / fcfs), and a ``failure`` event reports it.
+
+A manager holds the kinds its tier calls (``kinds``): the gateway's only routing
+(``CLUSTER_KINDS``), a node's eviction, admission and fairness (``NODE_KINDS``), the simulated
+cluster of ``saga bench`` all four. ``activate_set`` skips the kinds a tier does not hold (a
+named set names all four), ``activate`` refuses them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from plugins.aeg import AEGRegistry
@@ -48,7 +53,13 @@ class PolicyManager:
         initial: Mapping[str, PolicyChoice] | None = None,
         aeg: AEGRegistry | None = None,
         max_events: int = 1000,
+        kinds: Sequence[str] = KINDS,
     ) -> None:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            raise PolicyConfigError(f"unknown policy kinds {unknown or list(kinds)!r}; "
+                                    f"kinds: {', '.join(KINDS)}", field="kinds")
+        self.kinds: tuple[str, ...] = tuple(k for k in KINDS if k in kinds)
         if registry is None:
             registry = PolicyRegistry.discover()
         elif not isinstance(registry, PolicyRegistry):
@@ -56,19 +67,21 @@ class PolicyManager:
         self.registry = registry
         self.aeg = aeg if aeg is not None else AEGRegistry()
         self._lock = threading.RLock()
+        self._states: dict[tuple[str, str], Any] = {}
         self._events: deque[PolicyEvent] = deque(maxlen=max_events)
         self._listeners: list[Callable[[PolicyEvent], None]] = []
         self._generation = 0
         self._defaults = {
-            kind: self._build(kind, cls, cls.Params()) for kind, cls in DEFAULT_FALLBACKS.items()
+            kind: self._build(kind, DEFAULT_FALLBACKS[kind], DEFAULT_FALLBACKS[kind].Params())
+            for kind in self.kinds
         }
-        self._last_good: dict[str, list[ActivePolicy]] = {kind: [] for kind in KINDS}
+        self._last_good: dict[str, list[ActivePolicy]] = {kind: [] for kind in self.kinds}
         self._failed: set[int] = set()
         for error in registry.errors:
             self._emit(PolicyEvent(DISCOVERY_ERROR, error, time.time(), 0))
         chosen = dict(initial or {})
         active: dict[str, ActivePolicy] = {}
-        for kind in KINDS:
+        for kind in self.kinds:
             choice = chosen.get(kind)
             if choice is None:
                 choice = self._initial_name(kind)
@@ -94,10 +107,22 @@ class PolicyManager:
 
     # ------------------------------------------------------------------ building
 
-    @staticmethod
-    def _build(kind: str, cls: type[Policy], params: PolicyParams) -> ActivePolicy:
+    def _state_of(self, kind: str, cls: type[Policy]) -> Any:
+        """The one state object of a policy (see ``Policy.State``), made on first use."""
+        if cls.State is None:
+            return None
+        key = (kind, cls.name)
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = cls.State()
+        return state
+
+    def _build(self, kind: str, cls: type[Policy], params: PolicyParams) -> ActivePolicy:
         try:
-            instance = cls(params)
+            state = self._state_of(kind, cls)
+            # Only policies that declare a State take one (third-party policies need not).
+            instance = cls(params) if state is None else cls(params, state)
         except PolicyConfigError:
             raise
         except Exception as exc:
@@ -112,6 +137,10 @@ class PolicyManager:
         """Validate and build, outside any lock; raises PolicyConfigError naming the field."""
         if not isinstance(name, str):
             raise PolicyConfigError(f"policy name must be a string, got {name!r}", field="name")
+        if kind in KINDS and kind not in self.kinds:
+            raise PolicyConfigError(
+                f"this tier holds no {kind} policies (it holds {', '.join(self.kinds)})",
+                field="kind")
         cls = self.registry.get(kind, name)
         if isinstance(params, Mapping):
             params = dict(params)
@@ -122,7 +151,8 @@ class PolicyManager:
         """Build and publish the next set; the caller holds the lock (or is __init__)."""
         self._generation += 1
         fallbacks = {
-            kind: [*reversed(self._last_good[kind][-1:]), self._defaults[kind]] for kind in KINDS
+            kind: [*reversed(self._last_good[kind][-1:]), self._defaults[kind]]
+            for kind in self.kinds
         }
         new_set = PolicySet(self._generation, self._active, fallbacks, self._on_failure)
         self._current = new_set
@@ -150,17 +180,20 @@ class PolicyManager:
     def activate_set(
         self,
         eviction: PolicyChoice | None = None,
-        batching: PolicyChoice | None = None,
+        routing: PolicyChoice | None = None,
+        admission: PolicyChoice | None = None,
         fairness: PolicyChoice | None = None,
     ) -> PolicySet:
-        """Activate up to three policies in one swap (all validated before any changes)."""
+        """Activate up to one policy per kind in one swap (all validated before any changes);
+        the kinds this tier does not hold are skipped."""
         prepared: dict[str, ActivePolicy] = {}
         for kind, choice in (
             ("eviction", eviction),
-            ("batching", batching),
+            ("routing", routing),
+            ("admission", admission),
             ("fairness", fairness),
         ):
-            if choice is not None:
+            if choice is not None and kind in self.kinds:
                 prepared[kind] = self._prepare(kind, *_split(choice))
         with self._lock:
             if prepared:

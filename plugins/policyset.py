@@ -1,16 +1,18 @@
-"""The policy set: an immutable snapshot of the three active policies, with a typed facade.
+"""The policy set: an immutable snapshot of the active policies, with a typed facade.
 
 An engine takes ``manager.current()`` once at the start of a scheduling step and asks every
 decision of that step through it, so a live swap (which builds a new set) takes effect at the
-next step and never in the middle of one. The set is a pluggy ``PluginManager`` holding exactly
-the three active policies (``.hook`` gives pluggy's native callers); the facade methods, one per
-hook as in tox 4's typed plugin facade, add what an engine needs on top:
+next step and never in the middle of one. The set holds one active policy per kind its tier
+calls (``PolicyManager.kinds``); each policy's hooks are validated and resolved by pluggy when
+it is bound (``bind_policy``); the facade methods, one per hook as in tox 4's typed plugin
+facade, add what an engine needs on top:
 
 * every answer is checked (a route must name a given node, an admission order must be a
   permutation of the waiting calls, a priority must be a number...), so a buggy policy can never
   lose or duplicate a call;
 * a policy that raises or answers nonsense is reported (``on_failure``), and the last good
-  policy of its kind answers instead, then the kind's default (lru / session-affinity / fcfs).
+  policy of its kind answers instead, then the kind's default (lru / session-affinity /
+  priority / fcfs).
   After a failure the rest of the step skips the broken policy; the manager swaps it out for
   the next step.
 
@@ -30,7 +32,7 @@ import pluggy
 
 from plugins import hookspecs
 from plugins.base import Policy, PolicyError, PolicyParams
-from plugins.hookspecs import BATCHING, EVICTION, FAIRNESS, KINDS, PROJECT_NAME
+from plugins.hookspecs import ADMISSION, EVICTION, FAIRNESS, KINDS, PROJECT_NAME, ROUTING
 from plugins.views import (
     CacheEntryView,
     CallView,
@@ -123,7 +125,8 @@ FailureReporter = Callable[[ActivePolicy, str, BaseException], None]
 
 
 class PolicySet:
-    """The three active policies of one generation, and the typed facade over their hooks."""
+    """The active policies of one generation, and the typed facade over their hooks. A kind
+    the set does not hold (another tier's) is None here, and asking its decision is an error."""
 
     def __init__(
         self,
@@ -133,41 +136,37 @@ class PolicySet:
         on_failure: FailureReporter | None = None,
     ) -> None:
         self.generation = generation
-        self.eviction = active[EVICTION]
-        self.batching = active[BATCHING]
-        self.fairness = active[FAIRNESS]
+        self.kinds = tuple(kind for kind in KINDS if kind in active)
+        self.eviction = active.get(EVICTION)
+        self.routing = active.get(ROUTING)
+        self.admission = active.get(ADMISSION)
+        self.fairness = active.get(FAIRNESS)
         self._on_failure = on_failure
         self._chains: dict[str, list[ActivePolicy]] = {}
-        for kind in KINDS:
+        for kind in self.kinds:
             chain = [active[kind]]
             for candidate in fallbacks.get(kind, ()):
                 if all(candidate.instance is not c.instance for c in chain):
                     chain.append(candidate)
             self._chains[kind] = chain
-        self._start = dict.fromkeys(KINDS, 0)  # index of the first policy not yet broken
-        self.pm = pluggy.PluginManager(PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        for kind in KINDS:
-            self.pm.register(active[kind].instance, name=active[kind].label)
-        self.hook = self.pm.hook
+        self._start = dict.fromkeys(self.kinds, 0)  # index of the first policy not yet broken
+        self._active = dict(active)
 
     # ------------------------------------------------------------------ description
 
     @property
-    def names(self) -> tuple[str, str, str]:
-        return (self.eviction.name, self.batching.name, self.fairness.name)
+    def names(self) -> tuple[str, ...]:
+        """The active policies' names, in ``KINDS`` order (of the kinds this set holds)."""
+        return tuple(self._active[kind].name for kind in self.kinds)
 
     @property
     def requires_oracle(self) -> bool:
-        return bool(self.eviction.instance.requires_oracle)
+        return any(p.instance.requires_oracle for p in self._active.values())
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            EVICTION: self.eviction.describe(),
-            BATCHING: self.batching.describe(),
-            FAIRNESS: self.fairness.describe(),
-        }
+        out: dict[str, Any] = {"generation": self.generation}
+        out.update({kind: self._active[kind].describe() for kind in self.kinds})
+        return out
 
     def __repr__(self) -> str:
         return f"<PolicySet gen={self.generation} {'/'.join(self.names)}>"
@@ -184,7 +183,10 @@ class PolicySet:
     def _decide(
         self, kind: str, hook: str, args: tuple[Any, ...], check: Callable[[Any], _T]
     ) -> _T:
-        chain = self._chains[kind]
+        chain = self._chains.get(kind)
+        if chain is None:
+            raise PolicyError(f"{hook}: this tier holds no {kind} policy (it holds "
+                              f"{', '.join(self.kinds)})")
         index = self._start[kind]
         while index < len(chain):
             fn = chain[index].hooks.get(hook)
@@ -199,7 +201,7 @@ class PolicySet:
         raise PolicyError(f"no {kind} policy answered {hook}")
 
     def _notify(self, hook: str, args: tuple[Any, ...]) -> None:
-        for kind in KINDS:
+        for kind in self.kinds:
             index = self._start[kind]
             chain = self._chains[kind]
             if index >= len(chain):
@@ -238,7 +240,7 @@ class PolicySet:
         """Seconds to pin the workflow's context now that its agent starts a tool (>= 0)."""
         return self._decide(EVICTION, "saga_tool_retention_s", (ctx, workflow), _check_duration)
 
-    # ------------------------------------------------------------------ batching
+    # ------------------------------------------------------------------ routing
 
     def route_call(
         self,
@@ -257,7 +259,9 @@ class PolicySet:
                     return n.node_id
             raise PolicyDecisionError(f"routed to unknown node {result!r}")
 
-        return self._decide(BATCHING, "saga_route_call", (ctx, call, workflow, nodes), check)
+        return self._decide(ROUTING, "saga_route_call", (ctx, call, workflow, nodes), check)
+
+    # ------------------------------------------------------------------ admission
 
     def admission_order(
         self,
@@ -277,7 +281,7 @@ class PolicySet:
             return order
 
         return self._decide(
-            BATCHING, "saga_admission_order", (ctx, node, waiting, priorities), check
+            ADMISSION, "saga_admission_order", (ctx, node, waiting, priorities), check
         )
 
     def rebalance(
@@ -303,7 +307,7 @@ class PolicySet:
                     moves.append(m)
             return moves
 
-        return self._decide(BATCHING, "saga_rebalance", (ctx, nodes, workflows), check)
+        return self._decide(ROUTING, "saga_rebalance", (ctx, nodes, workflows), check)
 
     # ------------------------------------------------------------------ fairness
 

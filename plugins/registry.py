@@ -193,7 +193,7 @@ class PolicyRegistry:
         return key in self._classes
 
     def infos(self) -> list[PolicyInfo]:
-        """Every installed policy, by kind (eviction, batching, fairness) then name."""
+        """Every installed policy, by kind (eviction, routing, admission, fairness) then name."""
         order = {k: i for i, k in enumerate(KINDS)}
         return [
             PolicyInfo(

@@ -8,6 +8,14 @@ back, and they use ``slots=True`` because the simulator builds many of them per 
 
 Times are seconds on the engine's clock (simulated or wall); sizes are tokens unless a name says
 ``blocks``.
+
+The contract. Every field below means the same on every host (the simulated engine, vLLM's
+``SagaScheduler``, the gateway's routing); each view's docstring says, per field, its unit, what
+it counts and when it changes. Hosts build NodeViews with :func:`node_view` and WorkflowViews
+with :func:`workflow_view`, never with the constructors, so the one definition of ``load``,
+``queue_delay_s``, ``tool_elapsed_s`` and ``isolated_s`` is the builders'. ``docs/architecture.md``
+has the table and says, per host, where each input comes from; ``tests/conformance`` drives every
+host through the same scenarios and checks they agree.
 """
 
 from __future__ import annotations
@@ -46,11 +54,28 @@ class TenantView:
 class WorkflowView:
     """One agent workflow (task): the unit SAGA schedules.
 
-    ``cached_tokens`` is how much of its context is cached on its home node right now;
-    ``tool_elapsed_s`` is the time already spent in the current tool call (0 when not in a tool),
-    which the AEG uses to condition the predicted time until the next call. ``service_s`` is the GPU
-    time attained so far (PLAS) and ``isolated_s`` the cost-model time its completed and current
-    work would take on an idle node (the denominator of AFS's slowdown).
+    - ``state``: ``queued`` while a call of it waits for admission (a preempted call included),
+      ``running`` while one is admitted (holding KV), ``waiting_tool`` between calls (its agent
+      runs a tool or thinks), ``done`` after its last call. Changes at each call's arrival,
+      admission, preemption and end.
+    - ``arrival_s``: when the host first saw it (its first call's arrival), host clock.
+    - ``calls_done``: calls that have finished; +1 at each call's end.
+    - ``context_tokens``: tokens of its context: the current call's prompt while a call is in
+      flight; that prompt plus its output once the call has ended.
+    - ``cached_tokens``: tokens of its *own* context (blocks no other live workflow shares) whose
+      KV is cached on its home node now, in whole blocks; rises as its calls compute, falls when
+      those blocks are evicted. What moving the workflow elsewhere would throw away.
+    - ``home_node``: the node its calls go to (None before its first call is routed).
+    - ``tool_name``: the tool its agent runs, while between calls (None: thinking, or no tool
+      reported); ``tool_elapsed_s``: seconds since its last call ended, while between calls
+      (0 otherwise): what the AEG conditions the time to its next call on.
+    - ``service_s``: engine seconds spent on its calls so far (each step's time split between the
+      step's calls by scheduled tokens); rises as its calls are served.
+    - ``isolated_s``: seconds its work so far would take alone on an idle node of this profile:
+      the isolated time of its finished calls and of the gaps between them, plus the current
+      call's isolated time while a call is in flight, or the time in the current gap while
+      between calls. The denominator of AFS's slowdown.
+    - ``elapsed_s``: now minus ``arrival_s``.
     """
 
     workflow_id: str
@@ -73,9 +98,12 @@ class WorkflowView:
 class CallView:
     """One LLM call (request) of a workflow; ``seq`` counts the workflow's calls from 0.
 
-    ``cached_tokens`` is the prefix of the prompt already cached on the node it waits on.
-    ``node_cached_tokens`` is optional routing information: ``(node_id, tokens)`` pairs giving how
-    much of this prompt's prefix each node holds, where the engine knows (prefix-aware routing).
+    ``prompt_tokens``: tokens of its prompt. ``cached_tokens``: the prompt's prefix whose KV is
+    cached on the node it waits on, in whole blocks and short of the last prompt token (at least
+    one token is always computed); taken when the call arrives. ``arrival_s``: when it arrived
+    (host clock). ``node_cached_tokens`` is optional routing information: ``(node_id, tokens)``
+    pairs giving how much of this prompt's prefix each node holds, where the host knows
+    (prefix-aware routing).
     """
 
     call_id: str
@@ -116,11 +144,22 @@ class CacheEntryView:
 
 @dataclass(frozen=True, slots=True)
 class NodeView:
-    """One inference instance (a vLLM engine or a simulated one).
+    """One inference instance (a vLLM engine or a simulated one). Built by :func:`node_view`.
 
-    ``queue_delay_s`` estimates how long a call arriving now waits before admission; ``load`` is the
-    busy share plus queued work relative to capacity (0 idle, 1 saturated, above 1 overloaded).
-    ``cached_workflows`` lists the workflows with context cached here, when the engine knows.
+    - ``waiting``: calls queued here and not admitted (preempted ones included).
+    - ``running``: calls admitted (holding KV blocks), prefilling or decoding.
+    - ``kv_total_tokens``: KV capacity, tokens (usable blocks x block size).
+    - ``kv_free_tokens``: KV a new call can take *without evicting anything*: blocks holding
+      neither a call's tokens nor a cached prefix nor a retention pin, x block size.
+    - ``queue_delay_s``: seconds a call arriving now waits before its prefill starts: the prefill
+      work ahead of it (running calls' prompt still to compute plus waiting calls' uncached
+      prompt) times the node's seconds per prefill token at full chunks (its cost model; a real
+      engine measures it).
+    - ``load``: saturation, where >= 1.0 means saturated (llm-d's SaturationDetector): the larger
+      of KV demand over KV capacity (demand: the tokens the node's running and waiting calls hold
+      or must hold now, their prompts plus what they generated so far; never their unknown
+      future output) and calls over batch slots (``(running + waiting) / max_num_seqs``).
+    - ``cached_workflows``: workflows with private context cached here, when the host knows.
     """
 
     node_id: str
@@ -131,6 +170,70 @@ class NodeView:
     queue_delay_s: float
     load: float
     cached_workflows: tuple[str, ...] = ()
+
+
+def node_view(
+    node_id: str,
+    *,
+    waiting: int,
+    running: int,
+    kv_total_tokens: int,
+    kv_free_tokens: int,
+    demand_tokens: int,
+    pending_prefill_tokens: int,
+    prefill_s_per_token: float,
+    max_num_seqs: int,
+    cached_workflows: tuple[str, ...] = (),
+) -> NodeView:
+    """The one definition of a NodeView's derived fields (see :class:`NodeView`)."""
+    total = max(kv_total_tokens, 1)
+    slots = (running + waiting) / max(max_num_seqs, 1)
+    return NodeView(
+        node_id=node_id, waiting=waiting, running=running,
+        kv_free_tokens=min(max(kv_free_tokens, 0), kv_total_tokens),
+        kv_total_tokens=kv_total_tokens,
+        queue_delay_s=max(pending_prefill_tokens, 0) * prefill_s_per_token,
+        load=max(demand_tokens / total, slots),
+        cached_workflows=cached_workflows,
+    )
+
+
+def workflow_view(
+    *,
+    workflow_id: str,
+    tenant: str,
+    template: str,
+    state: str,
+    now_s: float,
+    arrival_s: float,
+    calls_done: int,
+    context_tokens: int,
+    cached_tokens: int,
+    home_node: str | None,
+    tool_name: str | None,
+    gap_since_s: float | None,
+    service_s: float,
+    isolated_done_s: float,
+    isolated_current_s: float,
+) -> WorkflowView:
+    """The one definition of a WorkflowView's derived fields (see :class:`WorkflowView`).
+
+    ``gap_since_s``: when its last call ended (None before the first one ended);
+    ``isolated_done_s``: isolated time of its finished calls and the gaps between them;
+    ``isolated_current_s``: the call in flight's isolated time (ignored between calls).
+    """
+    between = state == "waiting_tool"
+    elapsed_in_gap = max(now_s - gap_since_s, 0.0) if between and gap_since_s is not None else 0.0
+    if between:
+        isolated = isolated_done_s + elapsed_in_gap
+    elif state == "done":
+        isolated = isolated_done_s
+    else:
+        isolated = isolated_done_s + isolated_current_s
+    return WorkflowView(
+        workflow_id, tenant, template, state, arrival_s, calls_done, context_tokens,
+        cached_tokens, home_node, tool_name if between else None, elapsed_in_gap, service_s,
+        max(isolated, 1e-9), max(now_s - arrival_s, 0.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,1 @@
-"""Built-in policies: eviction, batching / routing and fairness, each honest to its source."""
+"""Built-in policies: eviction, routing, admission and fairness, each honest to its source."""

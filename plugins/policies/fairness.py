@@ -19,6 +19,16 @@ from plugins.hookspecs import FAIRNESS, hookimpl
 from plugins.views import CallView, SchedulingContext, TenantView, WorkflowEvent, WorkflowView
 
 
+class AttainedService:
+    """Service each workflow attained so far (PLAS's state, kept across activations)."""
+
+    __slots__ = ("by_workflow", "lock")
+
+    def __init__(self) -> None:
+        self.by_workflow: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+
 class FCFSParams(PolicyParams):
     by: Literal["call", "workflow"] = Field(
         "call",
@@ -172,9 +182,11 @@ class VTCFairness(Policy):
     summary = "Virtual Token Counter (OSDI'24): least weighted token service first, with lift"
     Params = VTCParams
 
-    def __init__(self, params: PolicyParams | None = None) -> None:
-        super().__init__(params)
-        self.counters = LiftedCounters()
+    State = LiftedCounters
+
+    @property
+    def counters(self) -> LiftedCounters:
+        return self.state  # type: ignore[no-any-return]
 
     @hookimpl
     def saga_call_priority(
@@ -232,12 +244,14 @@ class PLASFairness(Policy):
     summary = "Autellix PLAS: least attained service of the program (workflow) first"
     Params = PLASParams
 
-    def __init__(self, params: PolicyParams | None = None) -> None:
-        super().__init__(params)
+    State = AttainedService
+
+    def __init__(self, params: PolicyParams | None = None, state: object = None) -> None:
+        super().__init__(params, state)
         p: PLASParams = self.params  # type: ignore[assignment]
         self.boundaries = [p.first_quantum_s * p.quantum_growth**i for i in range(p.levels - 1)]
-        self.attained: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.attained = self.state.by_workflow  # type: ignore[union-attr]
+        self._lock = self.state.lock  # type: ignore[union-attr]
 
     def level(self, attained_s: float) -> int:
         return bisect.bisect_right(self.boundaries, attained_s)
@@ -307,7 +321,7 @@ class AFSFairness(Policy):
     (largest normalised service one tenant's in-flight calls can still receive). Proof sketch: a
     call of f is admitted only when ``S_f - delta_s g_f <= S_g - delta_s g_g``, so ``S_f - S_g <=
     delta_s`` then; afterwards S_f grows only by the service of calls already in flight (<= U)
-    until f's next admission; symmetrically for g. With a batching policy that regroups inside
+    until f's next admission; symmetrically for g. With an admission policy that regroups inside
     priority bands (saga's ``admission_band``), a call is admitted ahead of one at most a band
     better, so the bound becomes ``2 * (U + delta_s + admission_band)``.
     """
@@ -318,9 +332,11 @@ class AFSFairness(Policy):
     summary = "SAGA Agent Fair Share: weighted fairness on task slowdown, bounded cache bias"
     Params = AFSParams
 
-    def __init__(self, params: PolicyParams | None = None) -> None:
-        super().__init__(params)
-        self.counters = LiftedCounters()
+    State = LiftedCounters
+
+    @property
+    def counters(self) -> LiftedCounters:
+        return self.state  # type: ignore[no-any-return]
 
     def head_start(self, call: CallView, workflow: WorkflowView, tenant: TenantView) -> float:
         """``delta_s * g`` of the class docstring, in [0, delta_s]."""

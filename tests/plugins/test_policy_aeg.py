@@ -229,3 +229,35 @@ def test_bad_prior_and_unknown_event_kind() -> None:
         AEGPrior(p_call_after_tool=1.5)
     with pytest.raises(ValueError, match="kind"):
         AEGRegistry().observe(ev("teleport", "w", 0.0))
+
+
+def test_a_pushed_graph_is_merged_with_what_live_workflows_taught_locally() -> None:
+    """A node's own observations of workflows still running survive a pushed graph (the
+    control plane learns workflows only once they complete); finished ones are not counted
+    twice."""
+    from plugins.aeg import AEGRegistry
+    from plugins.views import WorkflowEvent
+
+    def ev(kind: str, wf: str, t: float, **kw: object) -> WorkflowEvent:
+        return WorkflowEvent(kind=kind, workflow_id=wf, tenant="t", template="swe", time_s=t,
+                             **kw)  # type: ignore[arg-type]
+
+    central = AEGRegistry()
+    for e in (ev("call_start", "done", 0, prompt_tokens=100), ev("call_end", "done", 1,
+              output_tokens=10), ev("tool_start", "done", 1, tool_name="bash"),
+              ev("tool_end", "done", 4, tool_name="bash"), ev("workflow_end", "done", 5)):
+        central.observe(e)
+    pushed = central.to_json("swe")
+
+    node = AEGRegistry()
+    for e in (ev("call_start", "done", 0, prompt_tokens=100), ev("call_end", "done", 1,
+              output_tokens=10), ev("tool_start", "done", 1, tool_name="bash"),
+              ev("tool_end", "done", 4, tool_name="bash"), ev("workflow_end", "done", 5),
+              ev("call_start", "live", 6, prompt_tokens=50), ev("call_end", "live", 7,
+              output_tokens=5), ev("tool_start", "live", 7, tool_name="grep"),
+              ev("tool_end", "live", 9, tool_name="grep")):
+        node.observe(e)
+    graph = node.load(pushed)
+    assert graph.workflows_seen == 2  # the pushed one plus the live one, not three
+    assert "grep" in graph.tools and graph.tools["bash"].n == pushed["tools"]["bash"][0]
+    assert node.predict("live", 9.0).p_next_call > 0  # still followed live

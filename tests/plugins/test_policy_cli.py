@@ -40,7 +40,7 @@ def test_list_json_has_params_schemas(capsys: pytest.CaptureFixture[str]) -> Non
     assert ttl["params_schema"]["properties"]["ttl_s"]["default"] == 60.0
     assert ttl["params_schema"]["additionalProperties"] is False
     assert found[("eviction", "belady")]["requires_oracle"] is True
-    assert document["sets"]["baseline"] == ["lru", "session-affinity", "fcfs"]
+    assert document["sets"]["baseline"] == ["lru", "session-affinity", "priority", "fcfs"]
     assert document["errors"] == []
 
 

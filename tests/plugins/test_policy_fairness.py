@@ -148,7 +148,7 @@ class TwoTenantRun:
     slowdowns: list[float]
     cached_fracs: list[float]
     late_tenant: str | None = None  # its calls are stamped later (to show FCFS is unfair)
-    batching: tuple[str, dict[str, Any]] = ("session-affinity", {})
+    admission: tuple[str, dict[str, Any]] = ("priority", {})
     gaps: list[float] = field(default_factory=list)
 
     def service(self, prefill: int, decode: int) -> float:
@@ -160,7 +160,7 @@ class TwoTenantRun:
         per_call = max(self.service(p, d) for ls in self.lengths for p, d in ls)
         u = self.capacity * per_call / min(self.weights)
         delta = float(self.params.get("delta_s", 1.0)) if self.fairness == "afs" else 0.0
-        band = float(self.batching[1].get("admission_band", 0.0))
+        band = float(self.admission[1].get("admission_band", 0.0))
         return 2.0 * (u + delta + band)
 
     def run(self, steps: int) -> None:
@@ -169,7 +169,7 @@ class TwoTenantRun:
         manager = PolicyManager(
             initial={
                 "eviction": "lru",
-                "batching": self.batching,
+                "admission": self.admission,
                 "fairness": (self.fairness, self.params),
             }
         )
@@ -291,12 +291,12 @@ def test_afs_gap_stays_within_its_bound(  # type: ignore[no-untyped-def]
     band=st.floats(0.0, 0.2),
     cached=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5),
 )
-def test_afs_with_saga_batching_stays_within_the_banded_bound(  # type: ignore[no-untyped-def]
+def test_afs_with_saga_admission_stays_within_the_banded_bound(  # type: ignore[no-untyped-def]
     weights, capacity, lf, lg, band, cached
 ) -> None:
     run = TwoTenantRun(
         "afs", {"delta_s": 0.1}, weights, capacity, (lf, lg), [1.0, 4.0], cached,
-        batching=("saga", {"admission_band": band}),
+        admission=("saga", {"admission_band": band}),
     )  # fmt: skip
     run.run(150)
     assert max(run.gaps) - min(run.gaps) <= run.bound() + 1e-9
@@ -307,3 +307,27 @@ def test_the_harness_detects_unfairness_fcfs_starves_the_later_tenant() -> None:
     run.run(150)
     vtc_like_bound = 2.0 * 2 * (10 * GPU_S_PER_TOKEN + 5 * GPU_S_PER_TOKEN)
     assert max(run.gaps) - min(run.gaps) > 10 * vtc_like_bound
+
+
+def test_changing_afs_parameters_keeps_its_service_counters() -> None:
+    """Policy state lives outside the instance (Policy.State): a new activation of the same
+    policy with other parameters gets the same counters, so a param change mid-run does not
+    hand every tenant a clean slate."""
+    from plugins.manager import PolicyManager
+    from plugins.views import CallView, StaticContext
+
+    manager = PolicyManager()
+    manager.activate("fairness", "afs", {"delta_s": 0.0})
+    ctx = StaticContext(now_s=1.0)
+    call = CallView("c1", "w1", "acme", "t", 0, 100, 0, 0.0)
+    manager.current().record_service(ctx, call, 100, 0, 2.5)
+    before = manager.active()["fairness"].instance.counters.counter["acme"]
+    assert before > 0
+    manager.activate("fairness", "afs", {"delta_s": 30.0})
+    after = manager.active()["fairness"].instance
+    assert after.params.delta_s == 30.0
+    assert after.counters.counter["acme"] == before
+    manager.activate("fairness", "vtc")  # another policy has its own state...
+    assert "acme" not in manager.active()["fairness"].instance.counters.counter
+    manager.activate("fairness", "afs")  # ...and afs's is still there when it comes back
+    assert manager.active()["fairness"].instance.counters.counter["acme"] == before

@@ -15,20 +15,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plugins import hookimpl
-from plugins.base import Policy, PolicyConfigError
+from plugins.base import Policy, PolicyConfigError, PolicyError
 from plugins.builtin import __saga_policies__ as BUILTINS
 from plugins.manager import PolicyManager
-from plugins.policies.batching import SessionAffinityBatching
+from plugins.named_sets import POLICY_SETS, parse_policy_set
+from plugins.policies.admission import PriorityAdmission
 from plugins.policies.eviction import LRUEviction
 from plugins.policies.fairness import FCFSFairness
+from plugins.policies.routing import SessionAffinityRouting
 from plugins.registry import PolicyRegistry
-from plugins.sets import POLICY_SETS, parse_policy_set
 from plugins.testing import make_call, make_entry, make_node, make_tenant, make_workflow
 from plugins.views import CacheEntryView, SchedulingContext, StaticContext, WorkflowEvent
 
 ALL_NAMES = {
     "eviction": {"lru", "ttl", "aeg", "belady"},
-    "batching": {"round-robin", "least-loaded", "session-affinity", "prefix-aware", "saga"},
+    "routing": {"round-robin", "least-loaded", "session-affinity", "prefix-aware", "saga"},
+    "admission": {"priority", "lpm", "saga"},
     "fairness": {"fcfs", "vtc", "plas", "afs"},
 }
 
@@ -51,14 +53,20 @@ class ExplodingEviction(Policy):
         raise RuntimeError("boom")
 
 
-class LyingBatching(SessionAffinityBatching):
-    """Answers decisions the engine cannot execute."""
+class LyingRouting(SessionAffinityRouting):
+    """Answers routing decisions the engine cannot execute."""
 
     name = "lying"
 
     @hookimpl
     def saga_route_call(self, ctx, call, workflow, nodes):  # type: ignore[no-untyped-def]
         return "no-such-node"
+
+
+class LyingAdmission(PriorityAdmission):
+    """Answers admission decisions the engine cannot execute."""
+
+    name = "lying"
 
     @hookimpl
     def saga_admission_order(self, ctx, node, waiting, priorities):  # type: ignore[no-untyped-def]
@@ -84,15 +92,35 @@ def test_default_discovery_has_every_builtin_and_saga_defaults_active() -> None:
     manager = PolicyManager()
     for kind, names in ALL_NAMES.items():
         assert set(manager.registry.names(kind)) == names
-    assert manager.current().names == ("aeg", "saga", "afs")
-    assert [e.type for e in manager.events] == ["activated"] * 3
+    assert manager.current().names == ("aeg", "saga", "saga", "afs")
+    assert [e.type for e in manager.events] == ["activated"] * 4
 
 
 def test_explicit_registry_falls_back_to_the_kind_defaults() -> None:
-    manager = PolicyManager([LRUEviction, SessionAffinityBatching, FCFSFairness])
-    assert manager.current().names == ("lru", "session-affinity", "fcfs")
+    manager = PolicyManager([LRUEviction, SessionAffinityRouting, PriorityAdmission, FCFSFairness])
+    assert manager.current().names == ("lru", "session-affinity", "priority", "fcfs")
     bare = PolicyManager([])
-    assert bare.current().names == ("lru", "session-affinity", "fcfs")
+    assert bare.current().names == ("lru", "session-affinity", "priority", "fcfs")
+
+
+def test_a_tier_manager_holds_only_the_kinds_it_calls() -> None:
+    gateway = PolicyManager(kinds=("routing",))
+    node = PolicyManager(kinds=("eviction", "admission", "fairness"))
+    assert gateway.current().names == ("saga",) and gateway.current().kinds == ("routing",)
+    assert node.current().names == ("aeg", "saga", "afs")
+    assert node.current().routing is None
+    with pytest.raises(PolicyConfigError, match="holds no routing policies") as info:
+        node.activate("routing", "least-loaded")
+    assert info.value.field == "kind"
+    # A named set names every kind; each tier takes its own part of it.
+    node.activate_set(**parse_policy_set("baseline").as_kwargs())
+    gateway.activate_set(**parse_policy_set("baseline").as_kwargs())
+    assert node.current().names == ("lru", "priority", "fcfs")
+    assert gateway.current().names == ("session-affinity",)
+    with pytest.raises(PolicyError, match="holds no routing policy"):
+        node.current().route_call(StaticContext(), make_call(), make_workflow(), [make_node("a")])
+    with pytest.raises(PolicyConfigError, match="unknown policy kinds"):
+        PolicyManager(kinds=("batching",))
 
 
 def _install(
@@ -125,15 +153,11 @@ def _install(
 
             class Alphabetical(Policy):
                 name = "alphabetical"
-                kind = "batching"
+                kind = "routing"
 
                 @hookimpl
                 def saga_route_call(self, ctx, call, workflow, nodes):
                     return min(n.node_id for n in nodes)
-
-                @hookimpl
-                def saga_admission_order(self, ctx, node, waiting, priorities):
-                    return sorted(c.call_id for c in waiting)
 
                 @hookimpl
                 def saga_rebalance(self, ctx, nodes, workflows):
@@ -168,7 +192,7 @@ def test_entry_points_load_modules_and_single_classes(
     infos = {(i.kind, i.name): i for i in manager.registry.infos()}
     assert ("eviction", "newest-first") in infos
     assert infos[("eviction", "newest-first")].version == "2.1"
-    assert ("batching", "alphabetical") in infos
+    assert ("routing", "alphabetical") in infos
     assert ("eviction", "lru") in infos and ("fairness", "incomplete") not in infos
     errors = [e.message for e in manager.events if e.type == "discovery_error"]
     assert any("no_such_module_xyz" in m for m in errors)
@@ -184,7 +208,7 @@ def test_an_entry_point_naming_a_whole_module_registers_its_policies(
     _install(tmp_path, monkeypatch, [EntryPoint("mod", "thirdparty_policies", "saga.policies")])
     registry = PolicyRegistry.discover()
     assert {"newest-first", "lru"} <= set(registry.names("eviction"))
-    assert "alphabetical" in registry.names("batching")
+    assert "alphabetical" in registry.names("routing")
     assert any("incomplete" in e for e in registry.errors)
 
 
@@ -219,7 +243,8 @@ def test_registry_rejects_clashes_and_wrong_hooks() -> None:
         ("scheduling", "lru", None, "kind", "unknown policy kind 'scheduling'"),
         ("eviction", "ttl", {"ttl_s": -5}, "ttl_s", "ttl_s: Input should be greater"),
         ("eviction", "ttl", {"ttl_seconds": 5}, "ttl_seconds", "ttl_seconds: Extra inputs"),
-        ("batching", "saga", {"max_moves": "many"}, "max_moves", "max_moves: Input should be"),
+        ("routing", "saga", {"max_moves": "many"}, "max_moves", "max_moves: Input should be"),
+        ("batching", "saga", None, "kind", "unknown policy kind 'batching'"),
         ("fairness", "vtc", {"input_weight": 0, "output_weight": 0}, "params", "both be 0"),
         ("fairness", "fcfs", {"by": "tenant"}, "by", "by: Input should be 'call' or"),
         ("fairness", "afs", ["delta_s", 1], "params", "must be a mapping"),
@@ -247,10 +272,10 @@ def test_activate_set_validates_everything_before_swapping() -> None:
     manager = PolicyManager()
     before = manager.current()
     with pytest.raises(PolicyConfigError, match="max_moves"):
-        manager.activate_set(eviction="lru", batching=("saga", {"max_moves": -1}), fairness="vtc")
+        manager.activate_set(eviction="lru", routing=("saga", {"max_moves": -1}), fairness="vtc")
     assert manager.current() is before
     after = manager.activate_set(**parse_policy_set("baseline").as_kwargs())
-    assert after.names == ("lru", "session-affinity", "fcfs")
+    assert after.names == ("lru", "session-affinity", "priority", "fcfs")
     assert after.generation == before.generation + 1
 
 
@@ -318,9 +343,9 @@ def test_a_failed_policy_is_never_restored_as_last_good() -> None:
 
 
 def test_answers_the_engine_cannot_execute_are_failures_too() -> None:
-    manager = manager_with(LyingBatching)
-    manager.activate("batching", "session-affinity")
-    manager.activate("batching", "lying")
+    manager = manager_with(LyingRouting, LyingAdmission)
+    manager.activate_set(routing="session-affinity", admission="priority")
+    manager.activate_set(routing="lying", admission="lying")
     step = manager.current()
     nodes = [make_node("a"), make_node("b")]
     ctx = StaticContext()
@@ -353,7 +378,7 @@ def test_facade_normalises_eviction_orders_and_filters_migrations() -> None:
     manager = manager_with(Sloppy, initial={"eviction": "sloppy"})
     entries = [make_entry(i) for i in (1, 2, 3)]
     assert manager.current().eviction_order(StaticContext(), entries) == [3, 1, 2]
-    manager.activate_set(batching="saga")
+    manager.activate_set(routing="saga")
     nodes = [make_node("hot", waiting=1, queue_delay_s=10.0), make_node("cool")]
     wfs = [
         make_workflow("run", state="running", home_node="hot"),
@@ -389,8 +414,9 @@ def test_swaps_during_concurrent_scheduling_never_lose_or_duplicate_a_call() -> 
     stop = threading.Event()
     choices = [
         ("eviction", "lru"), ("eviction", "aeg"), ("eviction", "ttl"),
-        ("batching", "saga"), ("batching", "round-robin"), ("batching", "session-affinity"),
-        ("batching", "prefix-aware"), ("batching", "least-loaded"),
+        ("routing", "saga"), ("routing", "round-robin"), ("routing", "session-affinity"),
+        ("routing", "prefix-aware"), ("routing", "least-loaded"),
+        ("admission", "saga"), ("admission", "priority"), ("admission", "lpm"),
         ("fairness", "fcfs"), ("fairness", "vtc"), ("fairness", "afs"), ("fairness", "plas"),
     ]  # fmt: skip
 
@@ -401,7 +427,7 @@ def test_swaps_during_concurrent_scheduling_never_lose_or_duplicate_a_call() -> 
             if not batch:
                 return
             step = manager.current()  # once per step
-            identity = (step.eviction, step.batching, step.fairness)
+            identity = (step.eviction, step.routing, step.admission, step.fairness)
             ctx = StaticContext(now_s=1.0, tenants={"t1": tenant})
             routed: dict[str, list] = {}  # type: ignore[type-arg]
             for call in batch:
@@ -414,7 +440,7 @@ def test_swaps_during_concurrent_scheduling_never_lose_or_duplicate_a_call() -> 
                 order = step.admission_order(ctx, node, waiting, prio)
                 with admitted_lock:
                     admitted.extend(order)
-            if (step.eviction, step.batching, step.fairness) != identity:
+            if (step.eviction, step.routing, step.admission, step.fairness) != identity:
                 inconsistent.append(repr(step))
 
     def swapper(seed: int) -> None:
@@ -456,9 +482,13 @@ def test_named_sets_use_installed_policies_of_the_right_kinds() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("saga", ("saga", "aeg", "saga", "afs")),
-        ("mine=ttl:saga:vtc", ("mine", "ttl", "saga", "vtc")),
-        (" lru:round-robin:plas ", ("lru:round-robin:plas", "lru", "round-robin", "plas")),
+        ("saga", ("saga", "aeg", "saga", "saga", "afs")),
+        ("mine=ttl:saga:lpm:vtc", ("mine", "ttl", "saga", "lpm", "vtc")),
+        (" lru:round-robin:priority:plas ",
+         ("lru:round-robin:priority:plas", "lru", "round-robin", "priority", "plas")),
+        # the three-part form of the releases with one batching kind
+        ("mine=ttl:saga:vtc", ("mine", "ttl", "saga", "saga", "vtc")),
+        ("lru:prefix-aware:fcfs", ("lru:prefix-aware:fcfs", "lru", "prefix-aware", "lpm", "fcfs")),
     ],
 )
 def test_parse_policy_set(text: str, expected: tuple[str, ...]) -> None:
@@ -466,10 +496,20 @@ def test_parse_policy_set(text: str, expected: tuple[str, ...]) -> None:
     assert (spec.name, *spec.names) == expected
 
 
+def test_the_legacy_form_moves_admission_band_to_the_admission_policy() -> None:
+    spec = parse_policy_set("t=aeg:saga[max_moves=2;admission_band=1.5]:afs")
+    assert spec.params == {"routing": {"max_moves": 2}, "admission": {"admission_band": 1.5}}
+    manager = PolicyManager()
+    policies = manager.activate_set(**spec.as_kwargs())
+    assert policies.admission.params.admission_band == 1.5  # type: ignore[union-attr,attr-defined]
+    assert policies.routing.params.max_moves == 2  # type: ignore[union-attr,attr-defined]
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("", "empty"), ("nosuchset", "unknown policy set"), ("x=a:b", "EVICTION:BATCHING"),
-     ("=a:b:c", "empty name"), ("a::c", "EVICTION:BATCHING")],
+    [("", "empty"), ("nosuchset", "unknown policy set"), ("x=a:b", "EVICTION:ROUTING:ADMISSION"),
+     ("=a:b:c", "empty name"), ("a::c", "EVICTION:ROUTING:ADMISSION"),
+     ("lru:hash-ring:fcfs", "was not a batching policy")],
 )  # fmt: skip
 def test_parse_policy_set_errors(text: str, match: str) -> None:
     with pytest.raises(PolicyConfigError, match=match):
@@ -566,5 +606,4 @@ def test_an_implementation_may_take_only_the_arguments_it_uses() -> None:
     manager = manager_with(Terse, initial={"eviction": "terse"})
     entries = [make_entry(1), make_entry(2)]
     assert manager.current().eviction_order(StaticContext(), entries) == [2, 1]
-    assert manager.current().hook.saga_eviction_order(ctx=None, candidates=entries) == [2, 1]
     assert not [e for e in manager.events if e.type == "failure"]

@@ -1,4 +1,4 @@
-"""Batching / routing policies: routes, admission orders and work stealing on small cases."""
+"""Routing and admission policies: routes, admission orders and work stealing on small cases."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.policies.batching import (
-    LeastLoadedBatching,
-    PrefixAwareBatching,
-    RoundRobinBatching,
-    SagaBatching,
-    SessionAffinityBatching,
+from plugins.policies.admission import (
+    LongestPrefixAdmission,
+    PriorityAdmission,
+    SagaAdmission,
     banded_order,
+)
+from plugins.policies.routing import (
+    LeastLoadedRouting,
+    PrefixAwareRouting,
+    RoundRobinRouting,
+    SagaRouting,
+    SessionAffinityRouting,
 )
 from plugins.testing import make_call, make_node, make_workflow
 from plugins.views import Migration, Prediction, StaticContext, WorkflowEvent
@@ -32,7 +37,7 @@ CTX = StaticContext()
 
 def test_round_robin_cycles_over_the_nodes() -> None:
     nodes = [make_node(n) for n in ("a", "b", "c")]
-    policy = RoundRobinBatching()
+    policy = RoundRobinRouting()
     routes = [policy.saga_route_call(CTX, make_call(), make_workflow(), nodes) for _ in range(6)]
     assert routes == ["a", "b", "c", "a", "b", "c"]
     assert policy.saga_rebalance(CTX, nodes, [make_workflow()]) == []
@@ -44,7 +49,7 @@ def test_least_loaded_picks_lowest_load_then_delay() -> None:
         make_node("b", load=0.2, queue_delay_s=3.0),
         make_node("c", load=0.2, queue_delay_s=1.0),
     ]
-    assert LeastLoadedBatching().saga_route_call(CTX, make_call(), make_workflow(), nodes) == "c"
+    assert LeastLoadedRouting().saga_route_call(CTX, make_call(), make_workflow(), nodes) == "c"
 
 
 def test_admission_follows_priorities_then_arrival() -> None:
@@ -53,14 +58,14 @@ def test_admission_follows_priorities_then_arrival() -> None:
         make_call("y", arrival_s=1.0),
         make_call("z", arrival_s=2.0),
     ]
-    order = SessionAffinityBatching().saga_admission_order(
+    order = PriorityAdmission().saga_admission_order(
         CTX, make_node(), waiting, {"x": 0.0, "y": 5.0, "z": 5.0}
     )
     assert order == ["x", "y", "z"]
 
 
 def test_session_affinity_is_stable_balanced_and_consistent() -> None:
-    policy = SessionAffinityBatching()
+    policy = SessionAffinityRouting()
     four = [f"n{i}" for i in range(4)]
     ids = [f"wf-{i}" for i in range(2000)]
     placed = {w: policy.node_for(w, four) for w in ids}
@@ -78,7 +83,7 @@ def test_session_affinity_is_stable_balanced_and_consistent() -> None:
 
 def test_prefix_aware_routes_to_the_longest_cached_prefix() -> None:
     nodes = [make_node("a", load=0.1), make_node("b", load=0.9), make_node("c", load=0.0)]
-    policy = PrefixAwareBatching()
+    policy = PrefixAwareRouting()
     call = make_call(node_cached_tokens=(("a", 100), ("b", 5000)))
     assert policy.saga_route_call(CTX, call, make_workflow(), nodes) == "b"
     nodes_b = [make_node("a", load=0.5, cached_workflows=("w1",)), make_node("c", load=0.0)]
@@ -88,12 +93,12 @@ def test_prefix_aware_routes_to_the_longest_cached_prefix() -> None:
     )
 
 
-def test_prefix_aware_admission_is_longest_prefix_first() -> None:
+def test_lpm_admission_is_longest_prefix_first() -> None:
     waiting = [make_call(f"c{i}", cached_tokens=100 * i, arrival_s=float(i)) for i in range(4)]
     prio = {f"c{i}": float(i) for i in range(4)}
-    lpm = PrefixAwareBatching()  # SGLang's LPM: cache order only
+    lpm = LongestPrefixAdmission()  # SGLang's LPM: cache order only
     assert lpm.saga_admission_order(CTX, make_node(), waiting, prio) == ["c3", "c2", "c1", "c0"]
-    banded = PrefixAwareBatching(PrefixAwareBatching.Params(admission_band=1.0))
+    banded = LongestPrefixAdmission(LongestPrefixAdmission.Params(admission_band=1.0))
     # bands from the lowest priority: {c0, c1} (0..1), {c2, c3} (2..3)
     assert banded.saga_admission_order(CTX, make_node(), waiting, prio) == ["c1", "c0", "c3", "c2"]
 
@@ -126,7 +131,7 @@ def test_banded_order_never_passes_a_call_more_than_a_band_better(
 def test_saga_keeps_every_call_at_home() -> None:
     nodes = [make_node("a", load=5.0, queue_delay_s=50.0), make_node("b")]
     wf = make_workflow(home_node="a")
-    assert SagaBatching().saga_route_call(CTX, make_call(), wf, nodes) == "a"
+    assert SagaRouting().saga_route_call(CTX, make_call(), wf, nodes) == "a"
 
 
 def test_saga_home_by_predicted_footprint_and_load() -> None:
@@ -140,8 +145,8 @@ def test_saga_home_by_predicted_footprint_and_load() -> None:
     wf = make_workflow(context_tokens=10_000, home_node=None)
     call = make_call(prompt_tokens=10_000)
     # tight: 0 + 10 * 21.2k/100k = 2.12 s; roomy: 0.5 s; busy: 4 s
-    assert SagaBatching().saga_route_call(ctx, call, wf, nodes) == "roomy"
-    cheap = SagaBatching(SagaBatching.Params(memory_weight_s=0.0))
+    assert SagaRouting().saga_route_call(ctx, call, wf, nodes) == "roomy"
+    cheap = SagaRouting(SagaRouting.Params(memory_weight_s=0.0))
     assert cheap.saga_route_call(ctx, call, wf, nodes) == "tight"
 
 
@@ -167,12 +172,12 @@ def _skewed_cluster() -> tuple[list, list]:  # type: ignore[type-arg]
     return nodes, wfs
 
 
-ANY_THIEF = SagaBatching.Params(steal_below_s=None)
+ANY_THIEF = SagaRouting.Params(steal_below_s=None)
 
 
 def test_saga_steals_the_cheapest_movable_workflows_that_pay_off() -> None:
     nodes, wfs = _skewed_cluster()
-    moves = SagaBatching(ANY_THIEF).saga_rebalance(CTX, nodes, wfs)
+    moves = SagaRouting(ANY_THIEF).saga_rebalance(CTX, nodes, wfs)
     # small: 8 - 0 - 1200 C = 7.8 s > 2 s: move, cool now holds its 6000-token re-prefill (1 s).
     # queued: 8 - 1 - 6000 C = 6 s > 2 s: move (to warm or cool, both at 1 s: ties by name).
     # big: 8 - 1 - 90000 C = -8 s: its cache is worth more than the queue it would skip.
@@ -181,15 +186,15 @@ def test_saga_steals_the_cheapest_movable_workflows_that_pay_off() -> None:
 
 def test_saga_rebalance_respects_threshold_and_max_moves() -> None:
     nodes, wfs = _skewed_cluster()
-    high = SagaBatching(SagaBatching.Params(rebalance_threshold_s=10.0))
+    high = SagaRouting(SagaRouting.Params(rebalance_threshold_s=10.0))
     assert high.saga_rebalance(CTX, nodes, wfs) == []
-    one = SagaBatching(SagaBatching.Params(max_moves=1, steal_below_s=None))
+    one = SagaRouting(SagaRouting.Params(max_moves=1, steal_below_s=None))
     assert one.saga_rebalance(CTX, nodes, wfs) == [Migration("small", "hot", "cool")]
     # Default: only an idle node steals (queue delay below 1 s); cool is busy after one move.
-    assert SagaBatching().saga_rebalance(CTX, nodes, wfs) == [Migration("small", "hot", "cool")]
+    assert SagaRouting().saga_rebalance(CTX, nodes, wfs) == [Migration("small", "hot", "cool")]
     balanced = [make_node("a", queue_delay_s=1.0), make_node("b", queue_delay_s=1.5)]
-    assert SagaBatching().saga_rebalance(CTX, balanced, wfs) == []
-    assert SagaBatching().saga_rebalance(CTX, [make_node("solo", queue_delay_s=99.0)], wfs) == []
+    assert SagaRouting().saga_rebalance(CTX, balanced, wfs) == []
+    assert SagaRouting().saga_rebalance(CTX, [make_node("solo", queue_delay_s=99.0)], wfs) == []
 
 
 def test_saga_rebalance_stops_when_the_estimated_skew_is_gone() -> None:
@@ -200,7 +205,7 @@ def test_saga_rebalance_stops_when_the_estimated_skew_is_gone() -> None:
     ]
     # Each queued move takes 1 s of prefill from hot to cool: (6, 0) -> (5, 1) -> (4, 2), where
     # the excess is no longer above the 2 s threshold.
-    moves = SagaBatching(ANY_THIEF).saga_rebalance(CTX, nodes, wfs)
+    moves = SagaRouting(ANY_THIEF).saga_rebalance(CTX, nodes, wfs)
     assert moves == [Migration("w0", "hot", "cool"), Migration("w1", "hot", "cool")]
 
 
@@ -216,19 +221,19 @@ def test_saga_moves_only_into_free_kv_and_only_queued_calls_when_asked() -> None
         make_workflow("tool", home_node="hot", context_tokens=100),
     ]  # fmt: skip
     # "big" has no cache either, but its 8k context would evict the target's caches.
-    assert SagaBatching().saga_rebalance(CTX, nodes, wfs) == [
+    assert SagaRouting().saga_rebalance(CTX, nodes, wfs) == [
         Migration("tool", "hot", "full"),
         Migration("fits", "hot", "full"),
     ]
-    queued_only = SagaBatching(SagaBatching.Params(steal_waiting_tool=False))
+    queued_only = SagaRouting(SagaRouting.Params(steal_waiting_tool=False))
     assert queued_only.saga_rebalance(CTX, nodes, wfs) == [Migration("fits", "hot", "full")]
-    anywhere = SagaBatching(SagaBatching.Params(require_free_kv=False, steal_waiting_tool=False))
+    anywhere = SagaRouting(SagaRouting.Params(require_free_kv=False, steal_waiting_tool=False))
     assert anywhere.saga_rebalance(CTX, nodes, wfs) == [Migration("big", "hot", "full")]
 
 
 def test_saga_moved_workflows_cool_down_before_moving_again() -> None:
     nodes, wfs = _skewed_cluster()
-    policy = SagaBatching(SagaBatching.Params(migration_cooldown_s=30.0, max_moves=1))
+    policy = SagaRouting(SagaRouting.Params(migration_cooldown_s=30.0, max_moves=1))
     assert policy.saga_rebalance(StaticContext(now_s=100.0), nodes, wfs)[0].workflow_id == "small"
     moved_back = [make_workflow("small", home_node="cool", context_tokens=6_000)]
     flipped = [make_node("hot"), make_node("cool", waiting=3, queue_delay_s=9.0)]
@@ -246,9 +251,9 @@ def test_saga_admission_prefers_least_prefill_within_the_band() -> None:
         make_call("c", prompt_tokens=500, cached_tokens=0, arrival_s=2.0),
     ]
     prio = {"a": 0.0, "b": 1.0, "c": 2.0}
-    wide = SagaBatching(SagaBatching.Params(admission_band=5.0))
+    wide = SagaAdmission(SagaAdmission.Params(admission_band=5.0))
     assert wide.saga_admission_order(CTX, make_node(), waiting, prio) == ["b", "c", "a"]
     # Default band 0.5: priorities 0, 1, 2 are in separate bands, so fairness order stands.
-    assert SagaBatching().saga_admission_order(CTX, make_node(), waiting, prio) == ["a", "b", "c"]
-    strict = SagaBatching(SagaBatching.Params(admission_band=0.0))
+    assert SagaAdmission().saga_admission_order(CTX, make_node(), waiting, prio) == ["a", "b", "c"]
+    strict = SagaAdmission(SagaAdmission.Params(admission_band=0.0))
     assert strict.saga_admission_order(CTX, make_node(), waiting, prio) == ["a", "b", "c"]

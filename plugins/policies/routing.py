@@ -1,4 +1,8 @@
-"""Batching / routing policies: home node, admission order on a node, work stealing."""
+"""Routing policies (the cluster tier): a call's node, its workflow's home, work stealing.
+
+The gateway runs them on live traffic and the simulated cluster in ``saga bench``; a node never
+calls them (``plugins.hookspecs.CLUSTER_KINDS``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,12 @@ import hashlib
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from pydantic import Field
 
 from plugins.base import Policy, PolicyParams
-from plugins.hookspecs import BATCHING, hookimpl
+from plugins.hookspecs import ROUTING, hookimpl
 from plugins.views import (
     CallView,
     Migration,
@@ -22,64 +26,18 @@ from plugins.views import (
     WorkflowView,
 )
 
-_INF = math.inf
+
+def spread(workflow_id: str, node_id: str) -> int:
+    """Rendezvous-hash tie-break: among equally good nodes each workflow prefers its own,
+    spread uniformly, so a burst of new workflows that all see the same idle cluster (their
+    load not yet reported) splits across it instead of all going to the first node by name."""
+    digest = hashlib.blake2b(f"{workflow_id}\x00{node_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
-def priority_order(waiting: Sequence[CallView], priorities: Mapping[str, float]) -> list[str]:
-    """Fairness order: priority (lower first), then arrival, then id (deterministic)."""
-    get = priorities.get
-    ordered = sorted(waiting, key=lambda c: (get(c.call_id, _INF), c.arrival_s, c.call_id))
-    return [c.call_id for c in ordered]
-
-
-def banded_order(
-    waiting: Sequence[CallView],
-    priorities: Mapping[str, float],
-    band: float | None,
-    cheaper_first: bool,
-) -> list[str]:
-    """Fairness order, regrouped inside priority bands so cached calls go first.
-
-    Walking the fairness order, each band holds the calls whose priority is within ``band`` of
-    the band's first (lowest) priority; inside a band the calls whose prompt is most cached go
-    first: the fewest tokens left to prefill when ``cheaper_first``, else the longest cached
-    prefix (SGLang's longest-prefix-match). Invariant, which keeps the fairness bounds: no call
-    is placed ahead of a call whose priority is lower than its own by more than ``band``.
-    ``band=None`` is a single band (pure cache order), ``band=0`` the plain fairness order.
-    """
-    get = priorities.get
-    ordered = sorted(waiting, key=lambda c: (get(c.call_id, _INF), c.arrival_s, c.call_id))
-    if cheaper_first:
-
-        def cache_key(c: CallView) -> int:
-            return c.prompt_tokens - c.cached_tokens
-
-    else:
-
-        def cache_key(c: CallView) -> int:
-            return -c.cached_tokens
-
-    if band is None:
-        ordered.sort(key=cache_key)  # stable: fairness order among equals
-        return [c.call_id for c in ordered]
-    if band <= 0.0:
-        return [c.call_id for c in ordered]
-    out: list[str] = []
-    i, n = 0, len(ordered)
-    while i < n:
-        limit = get(ordered[i].call_id, _INF) + band
-        j = i + 1
-        while j < n and get(ordered[j].call_id, _INF) <= limit:
-            j += 1
-        chunk = ordered[i:j]
-        chunk.sort(key=cache_key)
-        out.extend(c.call_id for c in chunk)
-        i = j
-    return out
-
-
-def least_loaded(nodes: Sequence[NodeView]) -> NodeView:
-    return min(nodes, key=lambda n: (n.load, n.queue_delay_s, n.waiting + n.running, n.node_id))
+def least_loaded(nodes: Sequence[NodeView], workflow_id: str = "") -> NodeView:
+    return min(nodes, key=lambda n: (n.load, n.queue_delay_s, n.waiting + n.running,
+                                     spread(workflow_id, n.node_id), n.node_id))
 
 
 def _find(nodes: Sequence[NodeView], node_id: str | None) -> NodeView | None:
@@ -91,19 +49,9 @@ def _find(nodes: Sequence[NodeView], node_id: str | None) -> NodeView | None:
     return None
 
 
-class RequestLevelBatching(Policy):
-    """Base of the batching policies that only route: admission follows the fairness priorities
-    and no workflow ever moves (request-level serving has no notion of one)."""
-
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        return priority_order(waiting, priorities)
+class RequestLevelRouting(Policy):
+    """Base of the routing policies of request-level serving: no workflow ever moves (it has no
+    notion of one)."""
 
     @hookimpl
     def saga_rebalance(
@@ -112,17 +60,17 @@ class RequestLevelBatching(Policy):
         return []
 
 
-class RoundRobinBatching(RequestLevelBatching):
-    """Request-level round robin over the nodes in the order given; FCFS-by-priority admission.
+class RoundRobinRouting(RequestLevelRouting):
+    """Request-level round robin over the nodes in the order given.
 
     Ignores affinity on purpose (the naive baseline): consecutive calls of one workflow land on
     different nodes, so prefix reuse comes only from shared prefixes.
     """
 
     name = "round-robin"
-    kind = BATCHING
+    kind = ROUTING
     version = "1.0"
-    summary = "request-level round robin over nodes; admission by fairness priority"
+    summary = "request-level round robin over nodes"
 
     def __init__(self, params: PolicyParams | None = None) -> None:
         super().__init__(params)
@@ -139,7 +87,7 @@ class RoundRobinBatching(RequestLevelBatching):
         return nodes[next(self._counter) % len(nodes)].node_id
 
 
-class LeastLoadedBatching(RequestLevelBatching):
+class LeastLoadedRouting(RequestLevelRouting):
     """Each call goes to the node with the lowest load (then queue delay, then queue length).
 
     The load-balancing half of Autellix's scheduler; no affinity, so a workflow's calls follow the
@@ -147,9 +95,9 @@ class LeastLoadedBatching(RequestLevelBatching):
     """
 
     name = "least-loaded"
-    kind = BATCHING
+    kind = ROUTING
     version = "1.0"
-    summary = "each call to the least-loaded node; admission by fairness priority"
+    summary = "each call to the least-loaded node"
 
     @hookimpl
     def saga_route_call(
@@ -159,7 +107,7 @@ class LeastLoadedBatching(RequestLevelBatching):
         workflow: WorkflowView,
         nodes: Sequence[NodeView],
     ) -> str:
-        return least_loaded(nodes).node_id
+        return least_loaded(nodes, call.workflow_id).node_id
 
 
 class SessionAffinityParams(PolicyParams):
@@ -185,17 +133,17 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big")
 
 
-class SessionAffinityBatching(RequestLevelBatching):
+class SessionAffinityRouting(RequestLevelRouting):
     """vLLM production-stack's session router: consistent hashing of the workflow id.
 
     Source: vllm-project/production-stack ``src/vllm_router/routers/routing_logic.py``
     (``SessionRouter``: a hash ring over the endpoints keyed by the session header). Every call of
     a workflow goes to the same node while the node set is unchanged; adding or removing a node
-    moves only the workflows whose ring arc changed. Admission by fairness priority; no stealing.
+    moves only the workflows whose ring arc changed. No stealing.
     """
 
     name = "session-affinity"
-    kind = BATCHING
+    kind = ROUTING
     version = "1.0"
     summary = "production-stack session router: consistent hashing of the workflow id"
     Params = SessionAffinityParams
@@ -228,31 +176,20 @@ class SessionAffinityBatching(RequestLevelBatching):
         return self.node_for(call.workflow_id, [n.node_id for n in nodes])
 
 
-class PrefixAwareParams(PolicyParams):
-    admission_band: float | None = Field(
-        None,
-        ge=0.0,
-        description="fairness-priority band inside which calls go longest cached prefix first; "
-        "None = pure longest-prefix-match (SGLang), 0 = plain fairness order",
-    )
-
-
-class PrefixAwareBatching(RequestLevelBatching):
-    """Route to the node holding the longest cached prefix of the prompt; LPM admission.
+class PrefixAwareRouting(RequestLevelRouting):
+    """Route to the node holding the longest cached prefix of the prompt.
 
     Sources: production-stack's ``prefixaware`` / ``kvaware`` routers and SGLang's RadixAttention
     longest-prefix-match scheduling. Uses ``CallView.node_cached_tokens`` (what each node actually
     holds, as the kvaware router asks the KV controller); without it, the node that lists the
     workflow in ``cached_workflows``; with no match at all, the least-loaded node. Ties go to the
-    less loaded node. Admission: longest cached prefix first (SGLang's LPM, which ignores
-    fairness) by default; with ``admission_band`` only within bands of fairness priority.
+    less loaded node. Its admission half (SGLang's LPM) is the admission policy ``lpm``.
     """
 
     name = "prefix-aware"
-    kind = BATCHING
+    kind = ROUTING
     version = "1.0"
-    summary = "longest cached prefix routing (kvaware / RadixAttention LPM) with LPM admission"
-    Params = PrefixAwareParams
+    summary = "longest cached prefix routing (production-stack kvaware / prefixaware)"
 
     @hookimpl
     def saga_route_call(
@@ -266,26 +203,16 @@ class PrefixAwareBatching(RequestLevelBatching):
             held = dict(call.node_cached_tokens)
             best = min(
                 nodes,
-                key=lambda n: (-held.get(n.node_id, 0), n.load, n.queue_delay_s, n.node_id),
+                key=lambda n: (-held.get(n.node_id, 0), n.load, n.queue_delay_s,
+                               spread(call.workflow_id, n.node_id)),
             )
             if held.get(best.node_id, 0) > 0:
                 return best.node_id
         holders = [n for n in nodes if call.workflow_id in n.cached_workflows]
-        return least_loaded(holders or nodes).node_id
-
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        params: PrefixAwareParams = self.params  # type: ignore[assignment]
-        return banded_order(waiting, priorities, params.admission_band, cheaper_first=False)
+        return least_loaded(holders or nodes, call.workflow_id).node_id
 
 
-class SagaBatchingParams(PolicyParams):
+class SagaRoutingParams(PolicyParams):
     load_weight_s: float = Field(
         2.0, ge=0.0, description="seconds of queue delay one unit of node load is worth"
     )
@@ -322,24 +249,18 @@ class SagaBatchingParams(PolicyParams):
     steal_waiting_tool: bool = Field(
         True, description="also move workflows whose agent is in a tool (not only queued calls)"
     )
-    admission_band: float = Field(
-        0.5,
-        ge=0.0,
-        description="fairness-priority band inside which calls go fewest-prefill-tokens first "
-        "(priority units: normalised GPU seconds under afs); 0 = plain fairness order",
-    )
 
 
-class SagaBatching(Policy):
-    """SAGA session-affinity batching with work stealing of whole workflows.
+class SagaRouting(Policy):
+    """SAGA session-affinity routing with work stealing of whole workflows.
 
     Home node (first call): the node minimising
-    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow``, where ``overflow`` is
+    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow`` (ties broken by a
+    per-workflow rendezvous hash, so equal nodes share new workflows), where ``overflow`` is
     the share of the node's KV capacity by which the workflow's predicted footprint (context +
     expected output + ``growth_horizon_calls`` x growth per call, from the AEG) exceeds its free
-    KV. Every later call goes home, where its KV cache lives. Admission: the fairness order,
-    regrouped inside bands of ``admission_band`` priority units so calls with the least prefill
-    left (cached prefixes) go first; a fairness bound grows by at most 2 x the band.
+    KV. Every later call goes home, where its KV cache lives (the node's admission half is the
+    admission policy ``saga``).
     Rebalance (work stealing): while the most delayed node's ``queue_delay_s`` exceeds the mean
     of the others by ``rebalance_threshold_s``, take its workflows that are between calls
     (``waiting_tool`` or ``queued``), cheapest to move first (fewest cached tokens), and move one
@@ -355,10 +276,10 @@ class SagaBatching(Policy):
     """
 
     name = "saga"
-    kind = BATCHING
+    kind = ROUTING
     version = "1.0"
     summary = "SAGA: home node by predicted KV footprint and load, affinity, work stealing"
-    Params = SagaBatchingParams
+    Params = SagaRoutingParams
 
     @hookimpl
     def saga_route_call(
@@ -371,7 +292,7 @@ class SagaBatching(Policy):
         home = _find(nodes, workflow.home_node)
         if home is not None:
             return home.node_id
-        params: SagaBatchingParams = self.params  # type: ignore[assignment]
+        params: SagaRoutingParams = self.params  # type: ignore[assignment]
         pred = ctx.predict(workflow.workflow_id)
         footprint = (
             max(workflow.context_tokens, call.prompt_tokens)
@@ -380,35 +301,26 @@ class SagaBatching(Policy):
             * pred.growth_tokens_per_call
         )
 
-        def cost(n: NodeView) -> tuple[float, str]:
+        def cost(n: NodeView) -> tuple[float, int]:
             overflow = max(footprint - n.kv_free_tokens, 0.0) / max(n.kv_total_tokens, 1)
             return (
                 n.queue_delay_s + params.load_weight_s * n.load + params.memory_weight_s * overflow,
-                n.node_id,
+                spread(workflow.workflow_id, n.node_id),
             )
 
         return min(nodes, key=cost).node_id
 
-    @hookimpl
-    def saga_admission_order(
-        self,
-        ctx: SchedulingContext,
-        node: NodeView,
-        waiting: Sequence[CallView],
-        priorities: Mapping[str, float],
-    ) -> list[str]:
-        params: SagaBatchingParams = self.params  # type: ignore[assignment]
-        return banded_order(waiting, priorities, params.admission_band, cheaper_first=True)
+    State = dict  # workflow id -> when work stealing last moved it (cooldowns survive swaps)
 
-    def __init__(self, params: PolicyParams | None = None) -> None:
-        super().__init__(params)
-        self._moved_at: dict[str, float] = {}
+    @property
+    def _moved_at(self) -> dict[str, float]:
+        return self.state  # type: ignore[no-any-return]
 
     @hookimpl
     def saga_rebalance(
         self, ctx: SchedulingContext, nodes: Sequence[NodeView], workflows: Sequence[WorkflowView]
     ) -> list[Migration]:
-        params: SagaBatchingParams = self.params  # type: ignore[assignment]
+        params: SagaRoutingParams = self.params  # type: ignore[assignment]
         if len(nodes) < 2 or params.max_moves == 0:
             return []
         now = ctx.now_s
