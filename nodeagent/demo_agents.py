@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,15 +99,19 @@ async def run_tenant(base_url: str, tenant: str, key: str, mix: AgentMix, load: 
     done = 0
     async with httpx.AsyncClient(base_url=base_url, timeout=60,
                                  headers={"Authorization": f"Bearer {key}"}) as http:
-        model = (await client.models.list()).data[0].id
+        model = await served_model(client, stop)
+        if model is None:
+            return done
+        # a run's own ids: a demo restarted on its database must not reuse finished workflows
+        run = format(int(time.time()) % 36**5, "x")
         workload = generate(mix.kind, 200, seed=seed)
         tasks: set[asyncio.Task[None]] = set()
         index = 0
         while not stop.is_set():
             while len(tasks) < mix.concurrency and not stop.is_set():
                 spec = workload.workflows[index % len(workload.workflows)]
-                spec = WorkflowSpec(f"{tenant}-{spec.workflow_id}-{index // 200}", tenant,
-                                    spec.template, 0.0, spec.calls)
+                spec = WorkflowSpec(f"{tenant}-{spec.workflow_id}-{run}-{index // 200}",
+                                    tenant, spec.template, 0.0, spec.calls)
                 index += 1
                 tasks.add(asyncio.create_task(drive(client, http, spec, model, load, rng)))
                 await asyncio.sleep(mix.start_interval_s * rng.uniform(0.5, 1.5))
@@ -122,6 +127,16 @@ async def run_tenant(base_url: str, tenant: str, key: str, mix: AgentMix, load: 
         await asyncio.gather(*tasks, return_exceptions=True)
     await client.close()
     return done
+
+
+async def served_model(client: Any, stop: asyncio.Event) -> str | None:
+    """The first model a node serves, waiting for nodes to register (None: stopped first)."""
+    while not stop.is_set():
+        models = (await client.models.list()).data
+        if models:
+            return str(models[0].id)
+        await asyncio.sleep(1.0)
+    return None
 
 
 async def run_agents(base_url: str, keys: Mapping[str, str], mixes: Mapping[str, AgentMix],

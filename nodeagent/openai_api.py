@@ -12,16 +12,43 @@ import math
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from nodeagent.agent.engine import Message, SimScript
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 # Without a tokenizer the simulated engine counts ~4 characters per token (OpenAI's rule of
 # thumb for English) plus a few tokens of chat-template overhead per message.
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message in canonical form (what prefix matching hashes)."""
+
+    role: str
+    content: str
+    tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, arguments)
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SimScript:
+    """How a simulated call should end (replays and demos script their outcomes; a real model
+    decides by itself, so the vLLM engine ignores this)."""
+
+    output_tokens: int | None = None
+    finish_reason: str | None = None  # "stop" | "tool_calls" | "length"
+    tool_name: str | None = None
+
 
 
 class _Open(BaseModel):
@@ -61,11 +88,23 @@ class ChatMessage(_Open):
 
 class FunctionSpec(_Open):
     name: str
+    parameters: dict[str, Any] | None = None
 
 
 class ToolSpec(_Open):
     type: str = "function"
     function: FunctionSpec
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
+                   "frequency_penalty", "repetition_penalty", "min_tokens", "ignore_eos")
+"""Sampling options passed to a real engine (OpenAI's, and vLLM's extra ones); the simulated
+engine ignores them."""
 
 
 class StreamOptions(_Open):
@@ -92,6 +131,21 @@ class _Common(_Open):
     metadata: dict[str, Any] | None = None
     session_id: str | None = None
     saga_sim: SimScriptIn | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
+    min_tokens: int | None = Field(None, ge=0)
+    ignore_eos: bool | None = None
+
+    def sampling_options(self) -> tuple[tuple[str, Any], ...]:
+        """The sampling options this request sets (``SAMPLING_FIELDS``)."""
+        return tuple((name, getattr(self, name)) for name in SAMPLING_FIELDS
+                     if getattr(self, name) is not None)
 
     @field_validator("n")
     @classmethod
@@ -105,6 +159,31 @@ class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _known_tool(cls, value: Any, info: ValidationInfo) -> Any:
+        names = {t.function.name for t in info.data.get("tools") or ()}
+        if isinstance(value, NamedToolChoice) and value.function.name not in names:
+            raise ValueError(f"names {value.function.name!r}, which is not one of the "
+                             "request's tools")
+        if value == "required" and not names:
+            raise ValueError("'required' needs tools")
+        return value
+
+    def forced_tool(self) -> str | None:
+        """The tool the answer must call: a named ``tool_choice``, or ``required`` with a single
+        tool (None: the model decides)."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        names = self.tool_names()
+        return names[0] if self.tool_choice == "required" and len(names) == 1 else None
+
+    def tool_parameters(self) -> tuple[tuple[str, str], ...]:
+        """(name, JSON schema text) of every tool that declares its parameters."""
+        return tuple((t.function.name, json.dumps(t.function.parameters, sort_keys=True))
+                     for t in self.tools or () if t.function.parameters is not None)
 
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -156,6 +235,8 @@ def parse(model: type[RequestT], raw: bytes) -> RequestT:
         data = json.loads(raw or b"null")
     except ValueError as exc:
         raise OpenAIError(400, f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # not a ValueError: deep nesting would otherwise be a 500
+        raise OpenAIError(400, "request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise OpenAIError(400, "request body must be a JSON object")
     try:
@@ -184,10 +265,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage_body(prompt: int, cached: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}
+def usage_body(prompt: int, cached: int, completion: int,
+               service_s: float | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; ``saga_service_s`` (engine seconds the call received) when the
+    engine reported it: the gateway reads it into the workflow's ``service_s``."""
+    body: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion,
+                            "prompt_tokens_details": {"cached_tokens": cached}}
+    if service_s is not None:
+        body[SERVICE_USAGE_FIELD] = round(service_s, 9)
+    return body
+
+
+SERVICE_USAGE_FIELD = "saga_service_s"
 
 
 def tool_calls_body(calls: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ Qwen3-Next) or Triton fail in every mode.
 
 Usage::
 
-    .venv-vllm/bin/python scripts/vllm_conformance.py [--modes stock,saga,saga-baseline]
+    make vllm-conformance     # or, with the environment scripts/setup_vllm_env.sh gpu prints:
+    "$VENV"/bin/python scripts/vllm_conformance.py [--modes stock,saga,saga-baseline]
 
 Prints ``stock: P passed F failed; saga: P passed F failed`` and the tests that pass stock but
 fail under SAGA; exits 1 when there is such a test in ``saga`` or ``saga-baseline`` (``saga-all``
@@ -350,8 +351,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--python",
         type=Path,
-        default=REPO_ROOT / ".venv-vllm" / "bin" / "python",
-        help="interpreter of the vLLM environment",
+        default=Path(sys.executable),
+        help="interpreter of the vLLM 0.33.0 environment (default: this one; "
+        "scripts/setup_vllm_env.sh gpu builds it)",
     )
     parser.add_argument("--no-fetch", action="store_true", help="fail if the sdist is missing")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per mode")
@@ -364,7 +366,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
     args.modes = modes
     if not args.python.exists():
-        raise UsageError(f"--python: {args.python} not found (run scripts/setup_vllm_env.sh)")
+        raise UsageError(f"--python: {args.python} not found (run scripts/setup_vllm_env.sh gpu)")
     if args.timeout <= 0:
         raise UsageError("--timeout must be > 0")
     return args

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nodeagent import wire
+from nodeagent.openai_api import Message, SimScript  # the request types, defined with the API
 from plugins.views import TenantView
 
 
@@ -22,11 +24,19 @@ class EngineInfo:
     gpu_model: str
     gpu_count: int
     kv_capacity_tokens: int
+    max_num_seqs: int = 0
+    profile: str = ""
+    """The simulated profile (GPU x model) whose cost model the node runs; empty for vLLM."""
+    max_model_len: int = 0
+    """Longest request (prompt plus output) the model takes; 0: bounded by the KV cache only."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoadReport:
-    """What each heartbeat carries (the control plane's HeartbeatMessage)."""
+    """What each heartbeat carries (``nodeagent.wire.Heartbeat``), in the contract's terms
+    (``plugins.views.NodeView``): ``kv_used_tokens`` is capacity minus KV free without evicting.
+    ``cached_workflows``: private cached tokens of this node's workflows, the largest
+    ``wire.MAX_CACHED_WORKFLOWS`` (what routing and work stealing price a move with)."""
 
     waiting: int
     running: int
@@ -35,12 +45,15 @@ class LoadReport:
     prefix_cache_hit_rate: float
     queue_delay_s: float
     load: float = 0.0
+    cached_workflows: Mapping[str, int] = field(default_factory=dict)
 
-    def as_message(self) -> dict[str, Any]:
-        return {"type": "heartbeat", "waiting": self.waiting, "running": self.running,
-                "kv_used_tokens": self.kv_used_tokens, "kv_total_tokens": self.kv_total_tokens,
-                "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
-                "queue_delay_s": self.queue_delay_s, "load": self.load}
+    def heartbeat(self) -> wire.Heartbeat:
+        return wire.Heartbeat(
+            waiting=self.waiting, running=self.running, kv_used_tokens=self.kv_used_tokens,
+            kv_total_tokens=self.kv_total_tokens,
+            prefix_cache_hit_rate=min(max(self.prefix_cache_hit_rate, 0.0), 1.0),
+            queue_delay_s=self.queue_delay_s, load=self.load,
+            cached_workflows=dict(self.cached_workflows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,26 +61,6 @@ class ToolCallOut:
     call_id: str
     name: str
     arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat message in canonical form (what prefix matching hashes)."""
-
-    role: str
-    content: str
-    tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, arguments)
-    tool_call_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SimScript:
-    """How a simulated call should end (replays and demos script their outcomes; a real model
-    decides by itself, so the vLLM engine ignores this)."""
-
-    output_tokens: int | None = None
-    finish_reason: str | None = None  # "stop" | "tool_calls" | "length"
-    tool_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +74,13 @@ class GenerationRequest:
     tools: tuple[str, ...] = ()
     script: SimScript | None = None
     raw_prompt: str | None = None  # /v1/completions
+    tool_choice: str | None = None
+    """The tool the call must call (OpenAI's named ``tool_choice``), None: the model decides."""
+    tool_parameters: tuple[tuple[str, str], ...] = ()
+    """(tool name, JSON schema of its arguments as JSON text) of the tools that declare one."""
+    sampling: tuple[tuple[str, Any], ...] = ()
+    """Sampling options the client set (temperature, top_p, seed, ...; ``openai_api.
+    SAMPLING_FIELDS``): a real model honours them, the simulated engine has no use for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,9 @@ class Usage:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    service_s: float | None = None
+    """Engine seconds the call received (``WorkflowView.service_s``'s share), where the engine
+    knows it; the gateway adds it to its workflow's record."""
 
 
 @dataclass(slots=True)
@@ -105,6 +108,12 @@ class EngineUnavailable(Exception):
     """The engine cannot take the request now (shutting down, request larger than the KV)."""
 
 
+class ContextTooLong(EngineUnavailable):
+    """The request can never run here: its prompt (plus output) is larger than the KV cache.
+    Unlike other ``EngineUnavailable`` errors a retry cannot help, so the API answers 400
+    ``context_length_exceeded`` rather than a retryable 503."""
+
+
 class Engine(Protocol):
     info: EngineInfo
 
@@ -120,7 +129,12 @@ class Engine(Protocol):
         ...
 
     def tool_ended(self, workflow_id: str) -> None:
-        """The workflow's next call arrived: release what was kept for the tool."""
+        """The workflow's tool finished (its next call follows); what is kept for it stays
+        until that call is admitted."""
+        ...
+
+    def workflow_ended(self, workflow_id: str) -> None:
+        """The control plane closed the workflow: drop its pins and state."""
         ...
 
     def apply_policy(self, kind: str, name: str, params: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from nodeagent.agent.engine import (
     Chunk,
+    ContextTooLong,
     Engine,
     EngineUnavailable,
     GenerationRequest,
@@ -33,7 +34,6 @@ from nodeagent.agent.engine import (
     ToolCallOut,
 )
 from nodeagent.agent.metrics import NodeMetrics
-from nodeagent.agent.tool_boundaries import ToolBoundaries
 from nodeagent.openai_api import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -56,14 +56,16 @@ class NodeServer:
     def __init__(self, engine: Engine, *, api_key: str | None, model_name: str,
                  ready: Callable[[], bool] = lambda: True,
                  wait_ready: Callable[[], Any] | None = None,
-                 connected: Callable[[], bool] = lambda: False, sync_wait_s: float = 10.0) -> None:
+                 connected: Callable[[], bool] = lambda: False, sync_wait_s: float = 10.0,
+                 unavailable: Callable[[], str | None] = lambda: None) -> None:
         self.engine = engine
+        self.unavailable = unavailable
+        """Why the engine cannot serve now (it died and is being restarted), else None."""
         self.api_key = api_key
         self.model_name = model_name
         self.ready = ready
         self.wait_ready = wait_ready
         self.sync_wait_s = sync_wait_s
-        self.tools = ToolBoundaries()
         self.metrics = NodeMetrics(engine, connected)
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -84,6 +86,10 @@ class NodeServer:
                               "authentication_error", "invalid_api_key")
 
     async def _await_sync(self) -> None:
+        reason = self.unavailable()
+        if reason:
+            raise OpenAIError(503, f"node engine unavailable: {reason}", None, "server_error",
+                              "unavailable")
         if self.ready():
             return
         if self.wait_ready is not None:
@@ -108,6 +114,12 @@ class NodeServer:
                               "model_not_found")
 
     @staticmethod
+    def _too_long(exc: ContextTooLong, chat: bool) -> OpenAIError:
+        return OpenAIError(400, f"This model's maximum context length is exceeded: {exc}",
+                           "messages" if chat else "prompt", "invalid_request_error",
+                           "context_length_exceeded")
+
+    @staticmethod
     def _error(exc: OpenAIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
@@ -127,6 +139,8 @@ class NodeServer:
             template=template, messages=body.canonical_messages(),
             max_output_tokens=body.output_limit(), tools=body.tool_names(),
             script=body.saga_sim.script() if body.saga_sim else None,
+            tool_choice=body.forced_tool(), tool_parameters=body.tool_parameters(),
+            sampling=body.sampling_options(),
         )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await self._serve(gen, body.stream, include_usage, chat=True)
@@ -145,6 +159,7 @@ class NodeServer:
             request_id=new_id("cmpl"), workflow_id=workflow, tenant=tenant, template=template,
             messages=(Message("user", text),), max_output_tokens=body.output_limit(),
             script=body.saga_sim.script() if body.saga_sim else None, raw_prompt=text,
+            sampling=body.sampling_options(),
         )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await self._serve(gen, body.stream, include_usage, chat=False)
@@ -156,28 +171,27 @@ class NodeServer:
             return self._error(exc)
         return JSONResponse({"object": "list", "data": [
             {"id": self.model_name, "object": "model", "created": now_s(), "owned_by": "saga",
-             "max_model_len": self.engine.info.kv_capacity_tokens}]})
+             "max_model_len": (self.engine.info.max_model_len
+                               or self.engine.info.kv_capacity_tokens)}]})
 
     async def health(self, request: Request) -> Response:
-        status = "ok" if self.ready() else "syncing"
-        return JSONResponse({"status": status, "engine": self.engine.info.engine,
-                             "policies": self.engine.active_policies()},
-                            status_code=200 if status == "ok" else 503)
+        unavailable = self.unavailable()
+        status = "restarting" if unavailable else "ok" if self.ready() else "syncing"
+        body: dict[str, Any] = {"status": status, "engine": self.engine.info.engine,
+                                "policies": self.engine.active_policies()}
+        describe = getattr(self.engine, "describe", None)
+        if callable(describe):  # what the engine's scheduler last said about itself
+            body["scheduler"] = describe()
+        if unavailable:
+            body["reason"] = unavailable
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     # ------------------------------------------------------------------ generation
-    def _begin(self, gen: GenerationRequest) -> None:
-        if self.tools.call_arrived(gen.workflow_id) is not None:
-            self.engine.tool_ended(gen.workflow_id)
-
     def _end(self, gen: GenerationRequest, final: Chunk, started: float,
              first_token: float | None) -> None:
-        names = tuple(c.name for c in final.tool_calls)
-        tool = self.tools.call_finished(gen.workflow_id, final.finish_reason, names)
-        if tool is not None:
-            self.engine.tool_started(gen.workflow_id, tool)
         if first_token is not None:
             self.metrics.ttft.observe(first_token - started)
         self.metrics.e2e.labels(final.finish_reason or "abort").observe(
@@ -185,12 +199,26 @@ class NodeServer:
 
     async def _serve(self, gen: GenerationRequest, stream: bool, include_usage: bool,
                      chat: bool) -> Response:
-        self._begin(gen)
         started = time.monotonic()
-        chunks = self.engine.generate(gen)
+        try:
+            chunks = self.engine.generate(gen)
+        except ContextTooLong as exc:
+            return self._error(self._too_long(exc, chat))
         if stream:
+            # An engine may find out only once the request runs that it can never take it
+            # (vLLM tokenizes first): the first chunk decides between 400, 503 and a stream.
+            iterator = aiter(chunks)
+            try:
+                first = await anext(iterator)
+            except ContextTooLong as exc:
+                return self._error(self._too_long(exc, chat))
+            except EngineUnavailable as exc:
+                return self._error(OpenAIError(503, str(exc), None, "server_error",
+                                               "unavailable"))
+            except StopAsyncIteration:
+                first = None
             return StreamingResponse(
-                self._sse(gen, chunks, include_usage, chat, started),
+                self._sse(gen, _prepend(first, iterator), include_usage, chat, started),
                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
             )
         text: list[str] = []
@@ -203,6 +231,8 @@ class NodeServer:
                 text.append(chunk.text)
                 if chunk.finish_reason is not None:
                     final = chunk
+        except ContextTooLong as exc:  # an engine that finds out only once it runs
+            return self._error(self._too_long(exc, chat))
         except EngineUnavailable as exc:
             return self._error(OpenAIError(503, str(exc), None, "server_error", "unavailable"))
         assert final is not None and final.usage is not None
@@ -216,7 +246,7 @@ class NodeServer:
         body: dict[str, Any] = {
             "id": gen.request_id, "created": now_s(), "model": self.model_name,
             "usage": usage_body(usage.prompt_tokens, usage.cached_tokens,
-                                usage.completion_tokens),
+                                usage.completion_tokens, usage.service_s),
         }
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -266,11 +296,18 @@ class NodeServer:
                     if include_usage and chunk.usage is not None:
                         u = chunk.usage
                         yield frame({}, usage_body(u.prompt_tokens, u.cached_tokens,
-                                                   u.completion_tokens))
+                                                   u.completion_tokens, u.service_s))
         except EngineUnavailable as exc:
             error = OpenAIError(503, str(exc), None, "server_error", "unavailable")
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+
+async def _prepend(first: Chunk | None, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _triples(calls: tuple[ToolCallOut, ...]) -> list[tuple[str, str, str]]:

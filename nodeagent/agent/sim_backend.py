@@ -5,6 +5,11 @@ batching, chunked prefill, segment KV cache, preemption, the policy objects from
 but driven by the asyncio loop: simulated time is wall time x ``speed``, requests come from the
 HTTP API, and tokens stream out as the engine produces them, at the cost model's pace.
 
+Everything around the engine's mechanics is the shared host layer (:mod:`nodeagent.host`):
+workflow tracking and views, retention across tool calls, policy activation and failures.
+Prompts are chained KV blocks of a deterministic stand-in tokenizer
+(:mod:`nodeagent.agent.prompt_blocks`), so prefix hits happen at block granularity, as in vLLM.
+
 A simulated engine has no model: output text is synthetic, and a request may script how it ends
 (``saga_sim``: output length, ``stop`` / ``tool_calls`` / ``length``, tool name), which is how
 replays and the demo reproduce real agents' behaviour through the real API.
@@ -13,15 +18,17 @@ replays and the demo reproduce real agents' behaviour through the real API.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from nodeagent.agent.engine import (
     Chunk,
+    ContextTooLong,
     EngineInfo,
     EngineUnavailable,
     GenerationRequest,
@@ -30,23 +37,21 @@ from nodeagent.agent.engine import (
     ToolCallOut,
     Usage,
 )
-from nodeagent.agent.prompt_tree import PromptTree
+from nodeagent.agent.prompt_blocks import BlockPromptTree, chat_tokens, message_tokens, text_tokens
+from nodeagent.host.context import HostContext
+from nodeagent.host.policies import PolicyHost
+from nodeagent.host.retention import Retention
+from nodeagent.host.tracker import WorkflowTracker
 from nodeagent.sim.costmodel import CostModel
 from nodeagent.sim.engine import EngineConfig, SimCall, SimEngine
+from nodeagent.sim.isolated import call_isolated_seconds
 from nodeagent.sim.kvcache import SegmentKVCache, cache_entry_views
+from nodeagent.sim.pins import SegmentPins
 from nodeagent.sim.profiles import get_profile
-from plugins.base import PolicyConfigError
-from plugins.events import FAILURE, PolicyEvent
+from nodeagent.wire import MAX_CACHED_WORKFLOWS
+from plugins.hookspecs import NODE_KINDS
 from plugins.manager import PolicyManager
-from plugins.views import (
-    CacheEntryView,
-    CallView,
-    NodeView,
-    Prediction,
-    TenantView,
-    WorkflowEvent,
-    WorkflowView,
-)
+from plugins.views import CacheEntryView, CallView, TenantView, WorkflowEvent
 
 log = logging.getLogger("saga.node.sim")
 
@@ -56,9 +61,9 @@ DEFAULT_OUTPUT_TOKENS = 128
 # Live nodes stream tokens every few decode steps rather than in 128-step macro-steps.
 LIVE_MACRO_STEPS = 4
 
-# A workflow silent this long (simulated seconds) is considered finished: the node is never
-# told explicitly, and its AEG state and retention must not leak.
 WORKFLOW_IDLE_S = 1800.0
+"""A workflow silent this long (simulated seconds) with no call in flight is ended here, in case
+the control plane's ``workflow_end`` never comes: its AEG state and retention must not leak."""
 
 _WORDS = ("the ", "and ", "for ", "run ", "fix ", "bug ", "log ", "key ", "map ", "set ",
           "kv  ", "gpu ", "api ", "row ", "end ", "new ")
@@ -67,26 +72,6 @@ _WORDS = ("the ", "and ", "for ", "run ", "fix ", "bug ", "log ", "key ", "map "
 def synthetic_text(tokens: int, seed: int) -> str:
     """``tokens`` four-character words: as many simulated tokens as the counter will count."""
     return "".join(_WORDS[(seed + i * 7) % len(_WORDS)] for i in range(tokens))
-
-
-@dataclass(slots=True)
-class LiveWorkflow:
-    workflow_id: str
-    tenant: str
-    template: str
-    arrival_s: float
-    state: str = "queued"
-    calls_done: int = 0
-    context_tokens: int = 0
-    service_s: float = 0.0
-    isolated_done_s: float = 0.0
-    current_isolated_s: float = 0.0
-    tool_name: str | None = None
-    tool_since_s: float = 0.0
-    last_path: list[int] = field(default_factory=list)
-    last_seen_s: float = 0.0
-    retained: list[int] | None = None
-    retention_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True)
@@ -100,30 +85,49 @@ class LiveCall:
     emitted: int = 0
 
 
-class _Context:
-    """The SchedulingContext policies see on this node."""
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
 
-    def __init__(self, backend: SimBackend) -> None:
-        self._b = backend
 
-    @property
-    def now_s(self) -> float:
-        return self._b.now()
+class SimTimer(Protocol):
+    """The simulated clock of a SimBackend and its alarms, in simulated seconds.
 
-    @property
-    def tenants(self) -> Mapping[str, TenantView]:
-        return self._b.tenants
+    The default, :class:`LoopTimer`, runs on the asyncio loop the node agent serves on. Tests
+    inject a manual one (``SimBackend(timer=...)``) to step the engine deterministically: the
+    backend only ever asks for the time and for a callback at a simulated time.
+    """
 
-    @property
-    def nodes(self) -> Mapping[str, NodeView]:
-        return {self._b.node_id: self._b.engine.node_view(self._b.now())}
+    def now(self) -> float: ...
 
-    def workflow(self, workflow_id: str) -> WorkflowView | None:
-        wf = self._b.workflows.get(workflow_id)
-        return None if wf is None else self._b.workflow_view(wf)
+    def call_at(self, time_s: float, callback: Callable[..., None], *args: Any) -> TimerHandle: ...
 
-    def predict(self, workflow_id: str) -> Prediction:
-        return self._b.manager.predict(workflow_id, self._b.now())
+
+class LoopTimer:
+    """Simulated time = the running asyncio loop's time since first use, x ``speed``."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._t0 = self._loop.time()
+        return self._loop
+
+    def now(self) -> float:
+        if self._loop is None:
+            return 0.0
+        return (self._loop.time() - self._t0) * self.speed
+
+    def call_at(self, time_s: float, callback: Callable[..., None], *args: Any) -> TimerHandle:
+        loop = self._bind()
+        return loop.call_at(self._t0 + time_s / self.speed, callback, *args)
+
+    def bind(self) -> None:
+        """Start the clock on the running loop (the first request does it)."""
+        self._bind()
 
 
 class SimBackend:
@@ -131,18 +135,18 @@ class SimBackend:
 
     def __init__(self, profile: str, *, model_name: str, manager: PolicyManager | None = None,
                  node_id: str = "local", speed: float = 1.0,
-                 kv_capacity_tokens: int | None = None) -> None:
+                 kv_capacity_tokens: int | None = None, timer: SimTimer | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.profile = get_profile(profile)
         self.cost = CostModel(self.profile)
         self.node_id = node_id
         self.speed = speed
-        self.manager = manager or PolicyManager()
+        self.manager = manager or PolicyManager(kinds=NODE_KINDS)  # routing: the gateway's
         bs = self.profile.block_size
         self.bs = bs
         capacity = (kv_capacity_tokens or self.profile.kv_capacity_tokens) // bs
-        self.prompts = PromptTree(bs)
+        self.prompts = BlockPromptTree(bs)
         self.cache = SegmentKVCache(self.prompts.index, capacity)
         config = EngineConfig(
             max_num_batched_tokens=self.profile.max_num_batched_tokens,
@@ -157,35 +161,42 @@ class SimBackend:
         )
         self.info = EngineInfo(engine="sim", model=model_name, gpu_model=self.profile.gpu,
                                gpu_count=self.profile.gpus_per_instance,
-                               kv_capacity_tokens=capacity * bs)
+                               kv_capacity_tokens=capacity * bs,
+                               max_num_seqs=self.profile.max_num_seqs, profile=profile)
         self.tenants: dict[str, TenantView] = {}
-        self.workflows: dict[str, LiveWorkflow] = {}
+        self.tracker = WorkflowTracker(
+            node_id, cached_tokens=lambda wf: self.cache.owner_blocks.get(wf, 0) * bs)
+        self.last_paths: dict[str, list[int]] = {}
+        self.retention = Retention(SegmentPins(
+            self.cache, lambda workflow_id: self.last_paths.get(workflow_id, ()),
+            lambda now_s: self.engine.poke(now_s),
+            lambda workflow_id: self.retention.dropped(workflow_id)))
+        self.policies = PolicyHost(self.manager)
         self.calls: dict[str, LiveCall] = {}
-        self._ctx = _Context(self)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._t0 = 0.0
+        self.timer: SimTimer = timer if timer is not None else LoopTimer(speed)
+        """The simulated clock (test seam: a manual timer steps the engine deterministically)."""
         self._seq = itertools.count()
-        self._failures: list[tuple[str, str]] = []
+        self._retention_timer: TimerHandle | None = None
         self._counters = {"prefix_cache_queries": 0.0, "prefix_cache_hits": 0.0,
-                          "policy_failures": 0.0, "generation_tokens": 0.0}
-        self.manager.subscribe(self._on_policy_event)
+                          "generation_tokens": 0.0}
 
     # ------------------------------------------------------------------ time
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._t0 = self._loop.time()
-        return self._loop
+    def _bind_loop(self) -> None:
+        bind = getattr(self.timer, "bind", None)
+        if bind is not None:
+            bind()
 
     def now(self) -> float:
-        if self._loop is None:
-            return 0.0
-        return (self._loop.time() - self._t0) * self.speed
+        return self.timer.now()
 
     # ------------------------------------------------------------------ Engine protocol
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Submit now, then stream: a request that cannot fit raises ``ContextTooLong`` from
+        this call, before the HTTP layer has started any response (it can still answer 400)."""
         self._bind_loop()
-        live = self._submit(request)
+        return self._chunks(self._submit(request))
+
+    async def _chunks(self, live: LiveCall) -> AsyncIterator[Chunk]:
         while True:
             chunk = await live.queue.get()
             if isinstance(chunk, Exception):
@@ -197,28 +208,25 @@ class SimBackend:
     def load(self) -> LoadReport:
         view = self.engine.node_view(self.now(), with_workflows=False)
         queries = self._counters["prefix_cache_queries"]
+        owned = heapq.nlargest(MAX_CACHED_WORKFLOWS, self.cache.owner_blocks.items(),
+                               key=lambda kv: kv[1])
         return LoadReport(
-            waiting=len(self.engine.waiting), running=len(self.engine.running),
-            kv_used_tokens=self.cache.used_blocks * self.bs,
-            kv_total_tokens=self.cache.capacity_blocks * self.bs,
+            waiting=view.waiting, running=view.running,
+            kv_used_tokens=view.kv_total_tokens - view.kv_free_tokens,
+            kv_total_tokens=view.kv_total_tokens,
             prefix_cache_hit_rate=self._counters["prefix_cache_hits"] / queries if queries else 0.0,
             queue_delay_s=view.queue_delay_s, load=view.load,
+            cached_workflows={w: n * self.bs for w, n in owned},
         )
 
     def apply_policy(self, kind: str, name: str, params: Mapping[str, Any]) -> None:
-        cls = self.manager.registry.get(kind, name)
-        if cls.requires_oracle:
-            raise PolicyConfigError(
-                f"{kind} policy {name!r} needs the future of a trace: simulator replays only",
-                field="name")
-        self.manager.activate(kind, name, dict(params))
+        self.policies.apply(kind, name, params)
 
     def active_policies(self) -> dict[str, str]:
-        return {kind: f"{p.name}@{p.version}" for kind, p in self.manager.active().items()}
+        return self.policies.active()
 
     def drain_policy_failures(self) -> list[tuple[str, str]]:
-        failures, self._failures = self._failures, []
-        return failures
+        return [(e.kind or "", e.error or e.message) for e in self.policies.drain_failures()]
 
     def set_tenants(self, tenants: Sequence[TenantView]) -> None:
         self.tenants = {t.name: t for t in tenants}
@@ -229,33 +237,35 @@ class SimBackend:
 
     def counters(self) -> dict[str, float]:
         e = self.engine
-        return {**self._counters, "prompt_tokens": float(e.prompt_tokens_admitted),
+        return {**self._counters, "policy_failures": float(self.policies.failures_total),
+                "prompt_tokens": float(e.prompt_tokens_admitted),
                 "preemptions": float(e.preemptions),
                 "recompute_tokens": float(e.recompute_tokens)}
 
     def tool_started(self, workflow_id: str, tool_name: str) -> None:
-        wf = self.workflows.get(workflow_id)
-        if wf is None:
-            return
         now = self.now()
-        wf.state, wf.tool_name, wf.tool_since_s = "waiting_tool", tool_name, now
-        self._observe("tool_start", wf, now, tool_name=tool_name)
-        ttl = float(self.manager.current().tool_retention_s(self._ctx, self.workflow_view(wf)))
-        if ttl > 0 and wf.last_path and wf.retained is None:
-            wf.retained = list(wf.last_path)
-            self.cache.pin(wf.retained)
-            loop = self._bind_loop()
-            wf.retention_timer = loop.call_later(ttl / self.speed, self._release, wf)
+        try:
+            events = self.tracker.tool_started(workflow_id, tool_name, now)
+        except KeyError:
+            return  # a workflow this node never served
+        self._observe(events, now)
+        ctx = self.context(now)
+        view = ctx.workflow(workflow_id)
+        wf = self.tracker.workflows[workflow_id]
+        ttl = float(self.manager.current().tool_retention_s(ctx, view))
+        if self.retention.tool_started(workflow_id, ttl, now, wf.calls_started):
+            self._arm_retention_timer()
 
     def tool_ended(self, workflow_id: str) -> None:
-        """Idempotent: the HTTP layer calls it when the next call arrives, and so does submit."""
-        wf = self.workflows.get(workflow_id)
-        if wf is None:
-            return
-        if wf.tool_name is not None:
-            self._observe("tool_end", wf, self.now(), tool_name=wf.tool_name)
-            wf.tool_name = None
-        self._release(wf)
+        now = self.now()
+        self._observe(self.tracker.tool_ended(workflow_id, now), now)
+
+    def workflow_ended(self, workflow_id: str) -> None:
+        """The control plane says the workflow is over: drop its pins and state."""
+        now = self.now()
+        self.retention.release(workflow_id, now)
+        self.last_paths.pop(workflow_id, None)
+        self._observe(self.tracker.workflow_ended(workflow_id, now), now)
 
     async def close(self) -> None:
         for live in self.calls.values():
@@ -264,37 +274,43 @@ class SimBackend:
     # ------------------------------------------------------------------ requests
     def _submit(self, request: GenerationRequest) -> LiveCall:
         now = self.now()
-        self._forget_idle(now)
-        wf = self.workflows.get(request.workflow_id)
-        if wf is None:
-            wf = LiveWorkflow(request.workflow_id, request.tenant, request.template, now)
-            self.workflows[wf.workflow_id] = wf
-        wf.last_seen_s = now
-        path = self.prompts.path_for(request.messages, request.workflow_id)
-        prompt_tokens = self.prompts.end_tokens(path[-1])
+        self._end_idle(now)
+        wf_id = request.workflow_id
+        tokens = (text_tokens(request.raw_prompt) if request.raw_prompt is not None
+                  else chat_tokens(request.messages))
+        prompt_tokens = len(tokens)
         text, tool_calls, finish, output_tokens = self._plan_output(request)
         answer = Message("assistant", text, tuple((c.name, c.arguments) for c in tool_calls))
-        out_seg = self.prompts.extend(path[-1], answer, request.workflow_id)
-        write_path = [*path, out_seg]
-        sim = SimCall(request.request_id, wf.workflow_id, wf.tenant, wf.template,
-                      wf.calls_done, prompt_tokens, output_tokens, write_path,
-                      self.prompts.end_tokens(out_seg), now, user=None)
+        written = message_tokens(answer)
+        if len(written) < output_tokens:
+            # A tool call renders shorter than the tokens the model generated for it; an engine
+            # caches every token it computed, so the rest is cached too (under tokens no later
+            # prompt repeats: the next prompt holds the rendered call, not the raw output).
+            written += [f"\x1a{request.request_id}\x1d{i}"
+                        for i in range(output_tokens - len(written))]
+        write_path = self.prompts.path_for([*tokens, *written], wf_id)
+        tracked = self.tracker.workflows.get(wf_id)
+        seq = tracked.calls_started if tracked is not None else 0
+        sim = SimCall(request.request_id, wf_id, request.tenant, request.template, seq,
+                      prompt_tokens, output_tokens, write_path,
+                      self.prompts.end_tokens(write_path[-1]), now, user=None)
         if not self.engine.fits_alone(sim):
-            raise EngineUnavailable(
+            raise ContextTooLong(
                 f"prompt of {prompt_tokens} tokens plus {output_tokens} output tokens does not "
                 f"fit this node's KV cache ({self.info.kv_capacity_tokens} tokens)")
-        own = self._own_cached(wf, path, prompt_tokens)
-        wf.current_isolated_s = self.cost.isolated_call_seconds(prompt_tokens, own, output_tokens)
-        self.tool_ended(wf.workflow_id)
-        wf.state = "queued"
-        wf.context_tokens = prompt_tokens
-        wf.last_path = write_path
+        cap = (prompt_tokens - 1) // self.bs * self.bs
+        own = self._own_prefix(wf_id, write_path, cap)
+        cached = self.cache.cached_end(write_path, cap)
+        events = self.tracker.call_started(
+            request.request_id, wf_id, request.tenant, request.template, now_s=now,
+            arrival_s=now, prompt_tokens=prompt_tokens, cached_tokens=cached,
+            prefix_tokens=own,
+            isolated_s=self._isolated_call_s(prompt_tokens, own, self.manager.predict(
+                wf_id, now).expected_output_tokens))
+        self._observe(events, now)
+        self.last_paths[wf_id] = write_path
         live = LiveCall(request, sim, text, tool_calls, finish, asyncio.Queue())
         self.calls[request.request_id] = live
-        cap = (prompt_tokens - 1) // self.bs * self.bs
-        cached = self.cache.cached_end(path, cap)
-        self._observe("call_start", wf, now, prompt_tokens=prompt_tokens, cached_tokens=cached,
-                      prefix_tokens=own)
         self.engine.submit(sim, now)
         return live
 
@@ -314,63 +330,49 @@ class SimBackend:
             return "", (ToolCallOut(f"call_{seed}", name, arguments),), finish, tokens
         return synthetic_text(tokens, seed), (), finish, tokens
 
-    def _own_cached(self, wf: LiveWorkflow, path: list[int], prompt_tokens: int) -> int:
-        """Prefix shared with the workflow's previous call (what running alone would reuse)."""
-        if not wf.last_path:
+    def _own_prefix(self, workflow_id: str, path: list[int], cap: int) -> int:
+        """Prompt tokens repeating the workflow's previous context (what running alone would
+        reuse), whole blocks, short of the last prompt token."""
+        last = self.last_paths.get(workflow_id)
+        if not last:
             return 0
-        common = self.prompts.tree.common_prefix_tokens(wf.last_path[-1], path[-1])
-        return max(0, min(common, prompt_tokens - 1) // self.bs * self.bs)
+        common = self.prompts.common_prefix_tokens(last[-1], path[-1])
+        return max(0, min(common, cap) // self.bs * self.bs)
 
-    def _release(self, wf: LiveWorkflow) -> None:
-        if wf.retention_timer is not None:
-            wf.retention_timer.cancel()
-            wf.retention_timer = None
-        if wf.retained is not None:
-            self.cache.unpin(wf.retained)
-            wf.retained = None
-            self.engine.poke(self.now())
+    def _end_idle(self, now: float) -> None:
+        for workflow_id in self.tracker.idle_workflows(now, WORKFLOW_IDLE_S):
+            self.workflow_ended(workflow_id)
 
-    def _forget_idle(self, now: float) -> None:
-        stale = [w for w in self.workflows.values()
-                 if w.state == "waiting_tool" and now - w.last_seen_s > WORKFLOW_IDLE_S]
-        for wf in stale:
-            self._release(wf)
-            self._observe("workflow_end", wf, now)
-            del self.workflows[wf.workflow_id]
+    def _arm_retention_timer(self) -> None:
+        deadline = self.retention.next_deadline()
+        if deadline is None:
+            return
+        if self._retention_timer is not None:
+            self._retention_timer.cancel()
+        self._retention_timer = self.timer.call_at(max(deadline, self.now()),
+                                                   self._expire_retention)
+
+    def _expire_retention(self) -> None:
+        self._retention_timer = None
+        self.retention.expire(self.now())
+        self._arm_retention_timer()
 
     # ------------------------------------------------------------------ EngineHost
-    def context(self, now: float) -> _Context:
-        return self._ctx
-
-    def workflow_view(self, wf: LiveWorkflow) -> WorkflowView:
-        now = self.now()
-        waiting = wf.state == "waiting_tool"
-        tool_elapsed = now - wf.tool_since_s if waiting else 0.0
-        isolated = wf.isolated_done_s + (tool_elapsed if waiting else wf.current_isolated_s)
-        return WorkflowView(
-            workflow_id=wf.workflow_id, tenant=wf.tenant, template=wf.template, state=wf.state,
-            arrival_s=wf.arrival_s, calls_done=wf.calls_done, context_tokens=wf.context_tokens,
-            cached_tokens=self.cache.owner_blocks.get(wf.workflow_id, 0) * self.bs,
-            home_node=self.node_id, tool_name=wf.tool_name if waiting else None,
-            tool_elapsed_s=tool_elapsed, service_s=wf.service_s, isolated_s=max(isolated, 1e-9),
-            elapsed_s=now - wf.arrival_s)
+    def context(self, now: float) -> HostContext:
+        return HostContext(now, self.tenants, lambda: self.engine.node_view(now),
+                           self.tracker, self.manager)
 
     def call_priority(self, ps: Any, ctx: Any, call: SimCall, view: CallView) -> float:
-        wf = self.workflows[call.workflow_id]
+        wf = ctx.workflow(call.workflow_id)
         tenant = self.tenants.get(call.tenant) or TenantView(name=call.tenant)
-        return float(ps.call_priority(ctx, view, self.workflow_view(wf), tenant))
+        return float(ps.call_priority(ctx, view, wf, tenant))
 
     def entry_views(self, engine: SimEngine, segs: Sequence[int], now: float,
                     oracle: bool) -> list[CacheEntryView]:
-        return cache_entry_views(self.cache, segs, self.node_id, self._tenant_of)
-
-    def _tenant_of(self, workflow_id: str) -> str | None:
-        wf = self.workflows.get(workflow_id)
-        return wf.tenant if wf else None
+        return cache_entry_views(self.cache, segs, self.node_id, self.tracker.tenant_of)
 
     def wake(self, engine: SimEngine, time_s: float, version: int) -> None:
-        loop = self._bind_loop()
-        loop.call_at(self._t0 + time_s / self.speed, self._on_wake, time_s, version)
+        self.timer.call_at(time_s, self._on_wake, time_s, version)
 
     def _on_wake(self, time_s: float, version: int) -> None:
         try:
@@ -382,9 +384,9 @@ class SimBackend:
             self.calls.clear()
 
     def on_admit(self, engine: SimEngine, call: SimCall, now: float) -> None:
-        wf = self.workflows.get(call.workflow_id)
-        if wf is not None:
-            wf.state = "running"
+        tracked = self.tracker.call_admitted(call.call_id)
+        if tracked is not None:
+            self.retention.call_admitted(call.workflow_id, tracked.seq, now)
         self._counters["prefix_cache_queries"] += call.prefill_target
         self._counters["prefix_cache_hits"] += call.hit_tokens
 
@@ -399,30 +401,37 @@ class SimBackend:
             self._stream_progress(live)
 
     def on_preempt(self, engine: SimEngine, call: SimCall, now: float) -> None:
-        wf = self.workflows.get(call.workflow_id)
-        if wf is not None:
-            wf.state = "queued"
+        self.tracker.call_preempted(call.call_id)
+
+    def _isolated_call_s(self, prompt_tokens: int, own_prefix_tokens: int,
+                         output_tokens: float) -> float:
+        """``isolated_s`` of one call (``nodeagent.sim.isolated``); in flight, at the AEG's
+        expected output (no host knows a call's output before it ends)."""
+        return call_isolated_seconds(self.cost, max(prompt_tokens, 1), own_prefix_tokens,
+                                     max(round(output_tokens), 1))
+
+    def on_stalled(self, engine: SimEngine, now: float) -> bool:
+        released = self.retention.release_for_room(now)
+        if released:
+            log.info("nothing admissible while retention pins held blocks: released %d",
+                     released)
+        return released > 0
 
     def on_finish(self, engine: SimEngine, call: SimCall, now: float) -> None:
         live = self.calls.pop(call.call_id, None)
         self._counters["generation_tokens"] += call.output_tokens
-        wf = self.workflows.get(call.workflow_id)
-        if wf is not None:
-            wf.calls_done += 1
-            wf.service_s += call.gpu_s
-            wf.isolated_done_s += wf.current_isolated_s
-            wf.current_isolated_s = 0.0
-            wf.context_tokens = call.prompt_tokens + call.output_tokens
-            wf.state = "waiting_tool"  # between calls until the next one (or a tool) arrives
-            wf.tool_since_s = now
-            wf.last_seen_s = now
-            self._observe("call_end", wf, now, output_tokens=call.output_tokens)
+        self.tracker.add_service(call.call_id, call.gpu_s)
+        tracked = self.tracker.calls.get(call.call_id)
+        isolated = (self._isolated_call_s(call.prompt_tokens, tracked.prefix_tokens,
+                                          call.output_tokens) if tracked is not None else None)
+        self._observe(self.tracker.call_finished(call.call_id, now, call.output_tokens,
+                                                 isolated_s=isolated), now)
         if live is None:
             return
         self._stream_progress(live, final=True)
         live.queue.put_nowait(Chunk(
             finish_reason=live.finish_reason, tool_calls=live.tool_calls,
-            usage=Usage(call.prompt_tokens, call.hit_tokens, call.output_tokens)))
+            usage=Usage(call.prompt_tokens, call.hit_tokens, call.output_tokens, call.gpu_s)))
 
     def _stream_progress(self, live: LiveCall, final: bool = False) -> None:
         if live.tool_calls:
@@ -434,12 +443,9 @@ class SimBackend:
             live.queue.put_nowait(Chunk(text=text))
 
     # ------------------------------------------------------------------ policies
-    def _observe(self, kind: str, wf: LiveWorkflow, now: float, **extra: Any) -> None:
-        self.manager.observe(WorkflowEvent(kind=kind, workflow_id=wf.workflow_id,
-                                           tenant=wf.tenant, template=wf.template, time_s=now,
-                                           **extra), self._ctx)
-
-    def _on_policy_event(self, event: PolicyEvent) -> None:
-        if event.type == FAILURE and event.kind is not None:
-            self._counters["policy_failures"] += 1
-            self._failures.append((event.kind, event.error or event.message))
+    def _observe(self, events: Sequence[WorkflowEvent], now: float) -> None:
+        if not events:
+            return
+        ctx = self.context(now)
+        for event in events:
+            self.manager.observe(event, ctx)

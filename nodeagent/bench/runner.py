@@ -72,7 +72,7 @@ ProgressFn = Callable[[str, int, int], None]
 def _policy_specs(names: tuple[str, ...]) -> list[Any]:
     from plugins.base import PolicyConfigError
     from plugins.manager import PolicyManager
-    from plugins.sets import parse_policy_set
+    from plugins.named_sets import parse_policy_set
 
     if not names:
         raise BenchInputError("--policies: at least one policy set is needed")
@@ -161,7 +161,7 @@ def exclude_oversized(workload: Workload, kv_capacity_tokens: int
 def arrivals_at(workload: Workload, cost: CostModel, n_instances: int, load: float,
                 spec: BenchSpec) -> Workload:
     """The workload with arrivals for ``load`` (Poisson) or the trace's own timing."""
-    from nodeagent.workloads.load import arrivals_for_load
+    from nodeagent.bench.load import arrivals_for_load
     from nodeagent.workloads.tenants import apply_noisy_bursts
 
     if spec.arrivals == "trace":
@@ -216,8 +216,8 @@ def run_bench(spec: BenchSpec, progress: ProgressFn | None = None) -> BenchOutco
             figures["tct_geomean_speedup"] = geo
             figures["tct_speedup_ci95"] = ci
             figures["p_value"] = None if policy is policies[0] else p
-            figures["policy_set"] = {"eviction": policy.eviction, "batching": policy.batching,
-                                     "fairness": policy.fairness}
+            figures["policy_set"] = {"eviction": policy.eviction, "routing": policy.routing,
+                                     "admission": policy.admission, "fairness": policy.fairness}
             if getattr(policy, "params", None):
                 figures["policy_set"]["params"] = policy.params
             # The access logs are large; drop them once Belady has been replayed.

@@ -10,7 +10,7 @@ Public API (import from the modules; this package imports nothing eagerly):
   ``EngineConfig``, the ``EngineHost`` protocol an embedding (cluster, node agent) implements.
 * :mod:`nodeagent.sim.cluster` - ``Cluster`` / ``ClusterConfig`` / ``ClusterResult``: N engines,
   agents replaying workflows, routing and work stealing, one global event heap.
-* :mod:`nodeagent.sim.clock` - ``SimulatedClock`` (as fast as possible) and ``RealTimeClock``.
+* :mod:`nodeagent.sim.clock` - ``SimulatedClock``: the bench cluster's clock (as fast as possible).
 * :mod:`nodeagent.sim.prepared` - ``prepare(workload, cost)``: per-call paths and isolated times.
 * :mod:`nodeagent.sim.belady` - ``belady_recompute``: the offline yardstick replay.
 """

@@ -2,8 +2,8 @@
 
 Agents replay each workflow closed-loop: call 0 arrives at the workflow's ``arrival_s``; when a
 call finishes, its agent runs the tool (or the user thinks) for ``gap_after_s`` and then sends
-the next call. Every call is routed by the active batching policy; every ``rebalance_interval_s``
-the batching policy may move workflows between nodes (work stealing: a moved workflow's context
+the next call. Every call is routed by the active routing policy; every ``rebalance_interval_s``
+the routing policy may move workflows between nodes (work stealing: a moved workflow's context
 stays cached on the old node as eviction fodder and is prefilled again on the new one).
 
 One global heap orders all events (node macro-step ends, call arrivals, retention expiries,
@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nodeagent.host.retention import Retention
 from nodeagent.sim.clock import Clock, SimulatedClock
 from nodeagent.sim.costmodel import CostModel
 from nodeagent.sim.engine import AccessEvent, EngineConfig, PolicySetLike, SimCall, SimEngine
+from nodeagent.sim.isolated import call_isolated_seconds
 from nodeagent.sim.kvcache import SegmentKVCache, cache_entry_views
+from nodeagent.sim.pins import SegmentPins
 from nodeagent.sim.prepared import PreparedWorkload
 from nodeagent.workloads.model import WorkflowSpec
 from plugins.views import (
@@ -35,6 +38,7 @@ from plugins.views import (
     TenantView,
     WorkflowEvent,
     WorkflowView,
+    workflow_view,
 )
 
 _WAKE, _ARRIVAL, _RETENTION_END, _REBALANCE, _SAMPLE = range(5)
@@ -74,8 +78,8 @@ class WorkflowRun:
     """A workflow's live state in the harness."""
 
     __slots__ = ("spec", "idx", "state", "home", "calls_done", "service_s", "done_s",
-                 "tool_name", "gap_start_s", "next_arrival_s", "retention", "call", "lost",
-                 "iso_cum", "migrations", "gap_after")
+                 "tool_name", "gap_start_s", "next_arrival_s", "call", "lost",
+                 "iso_cum", "migrations", "gap_after", "last_path", "iso_current")
 
     def __init__(self, spec: WorkflowSpec, iso_cum: list[float]) -> None:
         self.spec = spec
@@ -88,19 +92,26 @@ class WorkflowRun:
         self.tool_name: str | None = None
         self.gap_start_s = 0.0
         self.next_arrival_s: float | None = spec.arrival_s
-        self.retention: tuple[int, int] | None = None  # (node, version)
+        self.last_path: Sequence[int] = ()
+        """Write path of its last finished call: what retention pins during the next gap."""
         self.call: SimCall | None = None
         self.lost = False
         self.iso_cum = iso_cum
         """iso_cum[i]: isolated seconds of calls 0..i-1 including the gaps after them."""
+        self.iso_current = 0.0
+        """The call in flight's isolated time, estimated at its arrival (the AEG's expected
+        output: no host knows a call's output before it ends)."""
         n = len(spec.calls)
         self.gap_after = [c.gap_after_s if i < n - 1 else 0.0 for i, c in enumerate(spec.calls)]
         self.migrations = 0
 
     def context_tokens(self) -> int:
-        """Tokens of the workflow's context: the current (or next) prompt, or the final one
-        plus its output once done."""
+        """Tokens of the workflow's context (the contract's ``context_tokens``): the current
+        call's prompt, or the last prompt plus its output between calls and once done."""
         calls = self.spec.calls
+        if self.state == "waiting_tool" and self.idx > 0:  # idx is already the next call
+            last = calls[self.idx - 1]
+            return last.input_tokens + last.output_tokens
         if self.idx < len(calls):
             return calls[self.idx].input_tokens
         last = calls[-1]
@@ -270,8 +281,11 @@ class Cluster:
         """Workflows whose home is each node (work stealing looks at backlogged nodes' ones)."""
         self._dirty = False
         self._rebalance_pending = False
-        self._retention_ver = 0
-        self._retained_paths: dict[tuple[str, int], Sequence[int]] = {}
+        self.retention = [self._retention(engine) for engine in self.engines]
+        """Per node, the shared host layer's retention (nodeagent.host.retention)."""
+        self._arrived: list[list[tuple[WorkflowRun, SimCall, str | None, float]]] = [
+            [] for _ in self.engines]
+        """Per node, calls that arrived during its step in progress (see ``_on_arrival``)."""
         self.call_log: list[tuple[str, int, str, float, float]] = []
         """(workflow, seq, node, arrival, finish) of every completed call, in finish order."""
 
@@ -314,7 +328,7 @@ class Cluster:
             elif kind == _ARRIVAL:
                 self._on_arrival(obj, t)
             elif kind == _RETENTION_END:
-                self._on_retention_end(obj, ver, t)
+                self.retention[obj].expire(t)
             elif kind == _REBALANCE:
                 self._rebalance_pending = False
                 if self._live:
@@ -338,24 +352,19 @@ class Cluster:
 
     # ------------------------------------------------------------------ views
     def workflow_view(self, run: WorkflowRun) -> WorkflowView:
-        """The policy view of a workflow (hot path: positional construction, no lookups that
-        a per-run field can answer)."""
-        now = self.now
+        """The policy view of a workflow (``plugins.views.workflow_view``): isolated time of
+        its finished calls and the gaps between them, plus the current call's or the time in
+        the current gap."""
         spec = run.spec
         state = run.state
         done = run.calls_done
-        iso = run.iso_cum[done]
-        tool_name = None
-        tool_elapsed = 0.0
-        if state == "waiting_tool":
-            tool_elapsed = now - run.gap_start_s
-            iso += tool_elapsed
-            tool_name = run.tool_name
-        elif state == "pending":
+        iso_done = run.iso_cum[done] - (run.gap_after[done - 1] if done else 0.0)
+        current = 0.0
+        if state == "pending":
             state = "queued"
-            iso = run.iso_cum[1]
-        elif state != "done":
-            iso = run.iso_cum[done + 1] - run.gap_after[done]
+        if state in ("queued", "running"):
+            iso_done = run.iso_cum[done]  # the gap before this call is over: it counts whole
+            current = run.iso_current
         home = run.home
         cached = 0
         home_id = None
@@ -363,10 +372,12 @@ class Cluster:
             eng = self.engines[home]
             home_id = eng.node_id
             cached = eng.cache.owner_blocks.get(spec.workflow_id, 0) * self.bs
-        return WorkflowView(
-            spec.workflow_id, spec.tenant, spec.template, state, spec.arrival_s, done,
-            run.context_tokens(), cached, home_id, tool_name, tool_elapsed, run.service_s, iso,
-            now - spec.arrival_s)
+        return workflow_view(
+            workflow_id=spec.workflow_id, tenant=spec.tenant, template=spec.template,
+            state=state, now_s=self.now, arrival_s=spec.arrival_s, calls_done=done,
+            context_tokens=run.context_tokens(), cached_tokens=cached, home_node=home_id,
+            tool_name=run.tool_name, gap_since_s=run.gap_start_s if done else None,
+            service_s=run.service_s, isolated_done_s=iso_done, isolated_current_s=current)
 
     def context(self, now: float) -> SchedulingContext:
         return self._ctx
@@ -408,10 +419,7 @@ class Cluster:
     # ------------------------------------------------------------------ agents
     def _on_arrival(self, run: WorkflowRun, now: float) -> None:
         spec = run.spec
-        if run.state == "waiting_tool":
-            self._release_retention(run)
-            if run.tool_name is not None:
-                self._observe("tool_end", run, now, tool_name=run.tool_name)
+        ended_tool = run.tool_name if run.state == "waiting_tool" else None
         i = run.idx
         call_spec = spec.calls[i]
         plan = self.prepared.calls[spec.workflow_id][i]
@@ -427,6 +435,9 @@ class Cluster:
         cached_by_node = tuple(
             (e.node_id, e.cache.cached_end(plan.path, (call_spec.input_tokens - 1)
                                            // self.bs * self.bs)) for e in self.engines)
+        expected = self.manager.predict(spec.workflow_id, now).expected_output_tokens
+        run.iso_current = call_isolated_seconds(self.cost, call_spec.input_tokens,
+                                                plan.own_cached_tokens, max(round(expected), 1))
         home = run.home
         cv = CallView(call_id=call.call_id, workflow_id=spec.workflow_id, tenant=spec.tenant,
                       template=spec.template, seq=i, prompt_tokens=call_spec.input_tokens,
@@ -434,15 +445,53 @@ class Cluster:
                       arrival_s=now, node_cached_tokens=cached_by_node)
         target = ps.route_call(ctx, cv, self.workflow_view(run), views)
         node = self.node_index[target]
+        if home is not None and node != home:  # its pin (if any) is on the old home
+            self.retention[home].release(spec.workflow_id, now)
         self._set_home(run, node)
         self._mark_dirty()
         engine = self.engines[node]
         if not engine.fits_alone(call):
             self._lose(run, now)
             return
-        self._observe("call_start", run, now, prompt_tokens=call_spec.input_tokens,
-                      cached_tokens=cached_by_node[node][1], prefix_tokens=plan.own_cached_tokens)
-        engine.submit(call, now)
+        if engine.macro is not None:
+            # As a vLLM engine core takes requests only between steps, the node learns of the
+            # call (its tool's end, its start; stamped with its arrival time) at the end of the
+            # step in progress, after what that step finished.
+            self._arrived[node].append((run, call, ended_tool, now))
+            engine.poke(now)
+            return
+        self._take(engine, run, call, ended_tool, now)
+
+    def _take(self, engine: SimEngine, run: WorkflowRun, call: SimCall, ended_tool: str | None,
+              arrived_s: float) -> None:
+        """The node takes an arrived call: it observes the boundary and queues the call."""
+        spec = run.spec
+        plan = self.prepared.calls[spec.workflow_id][call.seq]
+        if ended_tool is not None:
+            self._observe("tool_end", run, arrived_s, tool_name=ended_tool)
+        cached = engine.cache.cached_end(plan.path, (call.prompt_tokens - 1) // self.bs * self.bs)
+        self._observe("call_start", run, arrived_s, prompt_tokens=call.prompt_tokens,
+                      cached_tokens=cached, prefix_tokens=plan.own_cached_tokens)
+        engine.submit(call, self.now)
+
+    def on_step_boundary(self, engine: SimEngine, now: float) -> None:
+        """A step of ``engine`` ended (its results applied): the calls that arrived meanwhile
+        reach it now, in arrival order, before it plans the next step."""
+        pending = self._arrived[self.node_index[engine.node_id]]
+        while pending:
+            run, call, ended_tool, arrived_s = pending.pop(0)
+            self._take(engine, run, call, ended_tool, arrived_s)
+
+    def _retention(self, engine: SimEngine) -> Retention:
+        retention: Retention
+
+        def dropped(workflow_id: str) -> None:
+            retention.dropped(workflow_id)
+
+        retention = Retention(SegmentPins(
+            engine.cache, lambda workflow_id: self.runs[workflow_id].last_path, engine.poke,
+            dropped))
+        return retention
 
     def _mark_dirty(self) -> None:
         """Cluster state changed: make sure a work-stealing round is scheduled."""
@@ -466,6 +515,8 @@ class Cluster:
     def on_admit(self, engine: SimEngine, call: SimCall, now: float) -> None:
         run: WorkflowRun = call.user
         run.state = "running"
+        self.retention[self.node_index[engine.node_id]].call_admitted(
+            run.spec.workflow_id, call.seq, now)
         self._mark_dirty()
         self._window_hit += call.hit_tokens
         self._window_prompt += call.prefill_target
@@ -479,6 +530,9 @@ class Cluster:
     def on_preempt(self, engine: SimEngine, call: SimCall, now: float) -> None:
         run: WorkflowRun = call.user
         run.state = "queued"
+
+    def on_stalled(self, engine: SimEngine, now: float) -> bool:
+        return self.retention[self.node_index[engine.node_id]].release_for_room(now) > 0
 
     def on_finish(self, engine: SimEngine, call: SimCall, now: float) -> None:
         run: WorkflowRun = call.user
@@ -503,34 +557,16 @@ class Cluster:
         run.state = "waiting_tool"
         run.tool_name = cs.tool
         run.gap_start_s = now
+        run.last_path = call.path
         run.next_arrival_s = now + cs.gap_after_s
         if cs.tool is not None:
             self._observe("tool_start", run, now, tool_name=cs.tool)
             ps = self.manager.current()
             ttl = float(ps.tool_retention_s(self._ctx, self.workflow_view(run)))
-            if ttl > 0 and run.home is not None:
-                node = run.home
-                self.engines[node].cache.pin(call.path)
-                self._retention_ver += 1
-                run.retention = (node, self._retention_ver)
-                self._retained_paths[(run.spec.workflow_id, self._retention_ver)] = call.path
-                if ttl < cs.gap_after_s:
-                    self._push(now + ttl, _RETENTION_END, run, self._retention_ver)
+            if run.home is not None and self.retention[run.home].tool_started(
+                    spec.workflow_id, ttl, now, call.seq + 1):
+                self._push(now + ttl, _RETENTION_END, run.home)
         self._push(run.next_arrival_s, _ARRIVAL, run)
-
-    def _release_retention(self, run: WorkflowRun) -> None:
-        if run.retention is None:
-            return
-        node, ver = run.retention
-        run.retention = None
-        path = self._retained_paths.pop((run.spec.workflow_id, ver))
-        eng = self.engines[node]
-        eng.cache.unpin(path)
-        eng.poke(self.now)
-
-    def _on_retention_end(self, run: WorkflowRun, ver: int, now: float) -> None:
-        if run.retention is not None and run.retention[1] == ver:
-            self._release_retention(run)
 
     def _lose(self, run: WorkflowRun, now: float) -> None:
         """A call that can never fit any KV pool: the workflow stops; its calls count lost."""
@@ -584,7 +620,7 @@ class Cluster:
                 self._set_home(run, dst)
                 self.engines[dst].submit(call, now)
             elif run.state == "waiting_tool":
-                self._release_retention(run)
+                self.retention[src].release(run.spec.workflow_id, now)
                 self._set_home(run, dst)
             else:
                 continue

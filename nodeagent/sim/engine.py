@@ -11,18 +11,20 @@ Fidelity to vLLM's V1 scheduler (vllm/v1/core/sched/scheduler.py, read for seman
   the special case priority = arrival); the victim frees its blocks, which stay in the prefix
   cache until evicted, and goes back to WAITING to be recomputed (preemption by recompute).
 * WAITING requests are admitted only when no preemption happened in the step, while
-  ``max_num_seqs`` and the budget allow, in the order the active batching policy returns
-  (priorities from the active fairness policy). A request that cannot get its blocks stops
-  admission (head-of-line, like vLLM's ``break``). Its cached prefix is the longest cached
+  ``max_num_seqs`` and the budget allow, in the order the active admission policy returns
+  (priorities from the active fairness policy). A request is admitted only when the blocks
+  of its whole prefill fit (free plus evictable; vLLM's ``scheduler_reserve_full_isl``), though
+  only its first chunk's are allocated; one that does not fit stops admission (head-of-line,
+  like vLLM's ``break``). Its cached prefix is the longest cached
   block-aligned prefix, capped so that at least the last prompt token is recomputed.
 * The step that computes a request's last prompt token samples its first output token; each
   further step decodes one token. Blocks hold *computed* tokens, so the last output token's KV is
   never written.
 
 Streaming: the host gets ``on_first_token`` when a call's prefill ends, ``on_tokens`` with the
-number of tokens each (macro-)step produced, and ``on_finish``; a real-time driver (node agent)
-uses a :class:`~nodeagent.sim.clock.RealTimeClock` and spreads a macro-step's tokens over its
-duration.
+number of tokens each (macro-)step produced, and ``on_finish``; a real-time driver (the live
+simulated node) schedules the engine's wake-ups on its event loop and streams tokens as each
+short macro-step ends.
 
 Speed: instead of one event per ~30 ms step, the engine plans *macro-steps*: ``k`` consecutive
 steps whose batch composition is identical (no prefill finishes, no request finishes, nothing
@@ -41,11 +43,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from nodeagent.sim.kvcache import SegmentKVCache
-from plugins.views import CacheEntryView, CallView, NodeView, SchedulingContext
+from plugins.views import CacheEntryView, CallView, NodeView, SchedulingContext, node_view
 
 ADMIT = 0
 RELEASE = 1
 
+
+_PREEMPTED, _RELEASED = "preempted", "released"
 
 class AccessEvent(NamedTuple):
     """One entry of a node's cache timeline (see ``SimEngine.access_log``).
@@ -93,6 +97,11 @@ class EngineHost(Protocol):
     def on_tokens(self, engine: SimEngine, call: SimCall, n_tokens: int, now: float) -> None: ...
     def on_finish(self, engine: SimEngine, call: SimCall, now: float) -> None: ...
     def on_preempt(self, engine: SimEngine, call: SimCall, now: float) -> None: ...
+    def on_stalled(self, engine: SimEngine, now: float) -> bool:
+        """Calls wait, none can be admitted, and retention pins hold blocks: release one
+        (True when that freed anything: the engine plans again at once, and asks again while
+        it still cannot admit)."""
+        ...
 
 
 class SimCall:
@@ -316,6 +325,9 @@ class SimEngine:
         self.macro = None
         if m is not None:
             self._apply(m, now)
+        boundary = getattr(self.host, "on_step_boundary", None)
+        if boundary is not None:  # what arrived during the step reaches the engine now
+            boundary(self, now)
         self._plan(now)
 
     @property
@@ -324,40 +336,38 @@ class SimEngine:
                 and not self._wake_pending)
 
     def node_view(self, now: float, with_workflows: bool = True) -> NodeView:
-        """This node as routing and admission policies see it.
+        """This node as routing and admission policies see it (``plugins.views.node_view``).
 
-        ``load`` = KV demand of its queued and running calls relative to KV capacity (agent
-        contexts make KV, not compute, the binding resource); ``queue_delay_s`` = time to
-        prefill what is still to prefill at full chunks: the running calls' remaining prompt
-        and the waiting calls' uncached prompt (as estimated when they arrived).
+        KV demand counts what the calls hold or must hold now (prompt plus tokens generated so
+        far), never their output still to come, which no live engine knows; pending prefill is
+        the running calls' remaining prompt and the waiting calls' uncached prompt (as estimated
+        when they arrived).
         """
         bs = self.bs
-        cap_tokens = self.config.capacity_blocks * bs
         demand = 0
         pending = 0
         for c in self.running:
-            demand += c.prefill_target + c.output_tokens
+            demand += c.prompt_tokens + c.generated
             if c.computed < c.prefill_target:
                 pending += c.prefill_target - c.computed
         for c in self.waiting:
-            demand += c.prefill_target + c.output_tokens
+            demand += c.prompt_tokens + c.generated
             pending += c.est_uncached
-        per_token = self._prefill_s_per_token
-        wfs: tuple[str, ...] = ()
-        if with_workflows:
-            wfs = tuple(self.cache.owner_blocks)
-        return NodeView(
-            node_id=self.node_id, waiting=len(self.waiting), running=len(self.running),
-            kv_free_tokens=self.cache.free_blocks * bs, kv_total_tokens=cap_tokens,
-            queue_delay_s=pending * per_token, load=demand / cap_tokens,
-            cached_workflows=wfs)
+        return node_view(
+            self.node_id, waiting=len(self.waiting), running=len(self.running),
+            kv_total_tokens=self.config.capacity_blocks * bs,
+            kv_free_tokens=self.cache.free_blocks * bs, demand_tokens=demand,
+            pending_prefill_tokens=pending, prefill_s_per_token=self._prefill_s_per_token,
+            max_num_seqs=self.config.max_num_seqs,
+            cached_workflows=tuple(self.cache.owner_blocks) if with_workflows else ())
 
     def call_view(self, call: SimCall) -> CallView:
         cap = (call.prefill_target - 1) // self.bs * self.bs
         cached = self.cache.cached_end(call.path, cap)
         return CallView(call_id=call.call_id, workflow_id=call.workflow_id, tenant=call.tenant,
                         template=call.template, seq=call.seq, prompt_tokens=call.prompt_tokens,
-                        cached_tokens=cached, arrival_s=call.arrival_s)
+                        cached_tokens=cached, arrival_s=call.arrival_s,
+                        node_cached_tokens=((self.node_id, cached),))
 
     # ------------------------------------------------------------------ planning
     def _budget_walk(self) -> tuple[list[tuple[SimCall, int]], int]:
@@ -421,16 +431,21 @@ class SimEngine:
         return -(-total // self.bs) <= self.config.capacity_blocks
 
     def _plan(self, now: float) -> None:
-        # A step whose preemptions left nothing to run is followed at once by one that admits.
-        for _ in range(2):
-            if not self._plan_once(now):
-                return
+        # A step whose preemptions left nothing to run is followed at once by one that admits;
+        # one stalled on retention pins is retried after each pin the host lets go.
+        replans = 0
+        while (outcome := self._plan_once(now)) is not None:
+            if outcome == _PREEMPTED:
+                replans += 1
+                if replans >= 2:
+                    return
 
-    def _plan_once(self, now: float) -> bool:
-        """Plan the next macro-step; True when nothing ran but preemption freed room."""
+    def _plan_once(self, now: float) -> str | None:
+        """Plan the next macro-step; ``_PREEMPTED`` when nothing ran but preemption freed room,
+        ``_RELEASED`` when nothing could run until the host released a retention pin."""
         if not self.running and not self.waiting:
             self.macro = None
-            return False
+            return None
         ps = self.policies()
         ctx = self.host.context(now)
         cfg = self.config
@@ -442,7 +457,11 @@ class SimEngine:
                 need1 += self._need(c, c.computed + q)
             if need1 <= self.cache.free_blocks or self._evict(need1, ps, ctx, now):
                 break
-            victim = max(self.running, key=lambda c: (c.priority, c.arrival_s))
+            # priorities as of now (as vLLM ranks its running requests at every step); ties go
+            # to the call admitted last (vLLM's order; ``running`` is admission order)
+            for c in self.running:
+                c.priority = self.host.call_priority(ps, ctx, c, self.call_view(c))
+            victim = max(reversed(self.running), key=lambda c: (c.priority, c.arrival_s))
             self._preempt(victim, now, ps, ctx)
             preempted = True
             if not self.running:
@@ -455,9 +474,13 @@ class SimEngine:
             budget, reserved = self._admit(now, ps, ctx, sched, budget, reserved)
         if not sched:
             self.macro = None
-            return preempted and bool(self.waiting)
+            # Nothing can run while blocks are pinned: retention may delay, never deadlock.
+            if (self.waiting and not self.running and not preempted and self.cache.pins
+                    and self.host.on_stalled(self, now)):
+                return _RELEASED
+            return _PREEMPTED if preempted and self.waiting else None
         self._launch(now, sched, ps, ctx)
-        return False
+        return None
 
     def _admit(self, now: float, ps: PolicySetLike, ctx: SchedulingContext,
                sched: list[tuple[SimCall, int]], budget: int,
@@ -477,8 +500,13 @@ class SimEngine:
             call.frontier = 0
             call.computed = hit
             need = self._need(call, hit + q)
-            if need + reserved > cache.free_blocks and not self._evict(
-                    need + reserved, ps, ctx, now):
+            # vLLM admits a call only when its whole prefill fits, counting blocks it could
+            # evict (scheduler_reserve_full_isl, on by default in 0.32 and 0.33), and evicts
+            # only what the first chunk allocates.
+            full = need if hit + q >= target else self._need(call, target)
+            if (full + reserved > cache.free_blocks + cache.evictable_blocks
+                    or (need + reserved > cache.free_blocks
+                        and not self._evict(need + reserved, ps, ctx, now))):
                 cache.unpin(call.path)
                 call.pinned = False
                 call.computed = 0
@@ -503,8 +531,7 @@ class SimEngine:
         for c, v in zip(self.waiting, views, strict=True):
             c.priority = self.host.call_priority(ps, ctx, c, v)
             priorities[c.call_id] = c.priority
-        node = self.node_view(now, with_workflows=False)
-        ranked = ps.admission_order(ctx, node, views, priorities)
+        ranked = ps.admission_order(ctx, self.node_view(now), views, priorities)
         by_id: dict[str, SimCall] = {c.call_id: c for c in self.waiting}
         out: list[SimCall] = []
         if ranked:

@@ -78,6 +78,9 @@ class SegmentKVCache:
         self.hwm: dict[int, int] = {}
         self.leaves: set[int] = set()
         self.tree_blocks = 0
+        self.pinned_blocks = 0
+        """Cached blocks of pinned segments (held by running calls or retention): the rest of
+        ``tree_blocks`` can be evicted."""
         self.private_blocks = 0
         self.owner_blocks: dict[str, int] = {}
         """Cached blocks per owning workflow (shared segments excluded): O(1) cached-context
@@ -91,6 +94,12 @@ class SegmentKVCache:
     @property
     def used_blocks(self) -> int:
         return self.tree_blocks + self.private_blocks
+
+    @property
+    def evictable_blocks(self) -> int:
+        """Cached blocks no pin holds: all of them can be evicted (a segment's descendants are
+        unpinned when it is, since a pin holds a whole path from the root)."""
+        return self.tree_blocks - self.pinned_blocks
 
     @property
     def free_blocks(self) -> int:
@@ -161,6 +170,8 @@ class SegmentKVCache:
                 delta = target - b
                 blocks[seg] = target
                 added += delta
+                if seg in self.pins:
+                    self.pinned_blocks += delta
                 if target > hwm.get(seg, 0):
                     hwm[seg] = target
                 w = owner[seg]
@@ -186,10 +197,13 @@ class SegmentKVCache:
 
     # ----------------------------------------------------------------- pins / access
     def pin(self, path: Sequence[int]) -> None:
-        pins = self.pins
+        pins, blocks = self.pins, self.blocks
         discard = self.leaves.discard
         for seg in path:
-            pins[seg] = pins.get(seg, 0) + 1
+            c = pins.get(seg, 0)
+            if not c:
+                self.pinned_blocks += blocks.get(seg, 0)
+            pins[seg] = c + 1
             discard(seg)
 
     def unpin(self, path: Sequence[int]) -> None:
@@ -200,7 +214,9 @@ class SegmentKVCache:
                 pins[seg] = c
             else:
                 del pins[seg]
-                if blocks.get(seg, 0) > 0 and not nchild.get(seg, 0):
+                b = blocks.get(seg, 0)
+                self.pinned_blocks -= b
+                if b > 0 and not nchild.get(seg, 0):
                     leaves.add(seg)
 
     def touch(self, path: Sequence[int], upto_tokens: int, now: float) -> None:
@@ -374,6 +390,8 @@ class SegmentKVCache:
                 assert self.blocks.get(p, 0) == idx.owned[p], ("gap above", seg, p)
                 p = idx.parent[p]
         assert total == self.tree_blocks, (total, self.tree_blocks)
+        pinned = sum(self.blocks.get(seg, 0) for seg in self.pins)
+        assert pinned == self.pinned_blocks, (pinned, self.pinned_blocks)
         for seg in self.leaves:
             assert self.blocks.get(seg, 0) > 0 and self.nchild.get(seg, 0) == 0
             assert seg not in self.pins

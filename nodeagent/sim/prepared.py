@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nodeagent.sim.costmodel import CostModel
+from nodeagent.sim.isolated import (
+    call_isolated_seconds,
+    own_reused_tokens,
+    workflow_isolated_seconds,
+)
 from nodeagent.sim.kvcache import TreeIndex
 from nodeagent.workloads.model import ROOT, Workload
 
@@ -35,7 +40,8 @@ class PreparedWorkload:
     index: TreeIndex
     calls: dict[str, list[CallPlan]]
     isolated_tct_s: dict[str, float]
-    """Isolated task completion time: isolated call latencies plus every gap between calls."""
+    """Isolated task completion time: isolated call latencies plus every gap between calls
+    (``nodeagent.sim.isolated``, the definition the live control plane shares)."""
 
     @property
     def n_calls(self) -> int:
@@ -52,8 +58,7 @@ def own_cached_tokens(workload: Workload, prev_last_seg: int, prev_kv_tokens: in
     """
     common = workload.tree.common_prefix_tokens(prev_last_seg, prompt_seg)
     prompt = workload.tree.end_tokens(prompt_seg)
-    cached = min(common, prev_kv_tokens, prompt - 1)
-    return max(0, cached // block_size * block_size)
+    return own_reused_tokens(common, prev_kv_tokens, prompt, block_size)
 
 
 def prepare(workload: Workload, cost: CostModel) -> PreparedWorkload:
@@ -67,7 +72,7 @@ def prepare(workload: Workload, cost: CostModel) -> PreparedWorkload:
         plans: list[CallPlan] = []
         prev_seg = ROOT
         prev_kv = 0
-        total = 0.0
+        isolated: list[float] = []
         for i, c in enumerate(wf.calls):
             path = tree.path(c.prompt_segment)
             end = c.input_tokens
@@ -77,11 +82,12 @@ def prepare(workload: Workload, cost: CostModel) -> PreparedWorkload:
                 end = tree.end_tokens(out_seg)
             own = 0 if i == 0 else own_cached_tokens(workload, prev_seg, prev_kv,
                                                      c.prompt_segment, bs)
-            iso = cost.isolated_call_seconds(c.input_tokens, own, c.output_tokens)
+            iso = call_isolated_seconds(cost, c.input_tokens, own, c.output_tokens)
             plans.append(CallPlan(path, end, own, iso))
-            total += iso + (c.gap_after_s if i < len(wf.calls) - 1 else 0.0)
+            isolated.append(iso)
             prev_seg = path[-1]
             prev_kv = min(end, c.input_tokens + c.output_tokens - 1)
         calls[wf.workflow_id] = plans
-        iso_tct[wf.workflow_id] = total
+        iso_tct[wf.workflow_id] = workflow_isolated_seconds(
+            isolated, [c.gap_after_s for c in wf.calls])
     return PreparedWorkload(workload, index, calls, iso_tct)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from nodeagent.sim.profiles import PROFILES
+
 ADDITIONAL_CONFIG_KEY = "saga"
 ENV_PREFIX = "SAGA_"
 
@@ -30,14 +32,18 @@ class SagaConfigError(ValueError):
 class SagaSchedulerConfig:
     """What an engine's SAGA scheduler needs to know about itself.
 
-    ``policy_set`` is a named set or ``EV:BA:FA`` (see ``plugins.sets.parse_policy_set``); None
-    keeps the policy manager's defaults, SAGA's own three policies. ``eviction_window_blocks``
+    ``policy_set`` is a named set or ``EV:RO:AD:FA`` (see ``plugins.named_sets.parse_policy_set``;
+    the node applies its eviction, admission and fairness policies); None keeps the policy
+    manager's defaults, SAGA's own policies. ``eviction_window_blocks``
     caps how many evictable blocks one reordering of the free queue looks at (the work per step);
     ``max_pinned_fraction`` caps the share of the KV pool that tool-call retention may hold, so
     pins can slow admission but never starve it; ``workflow_idle_s`` forgets a workflow that
     sent nothing for that long (the node agent normally ends workflows explicitly);
     ``order_untagged`` lets the policies order plain (untagged) vLLM requests too, as one-call
-    workflows, instead of leaving them where vLLM's own queue puts them.
+    workflows, instead of leaving them where vLLM's own queue puts them. ``profile`` names the
+    simulator profile of this instance (``nodeagent.sim.profiles``): isolated times and queue
+    delays then come from its cost model, as ``saga bench`` computes them; None: from the costs
+    the engine measures itself.
     """
 
     node_id: str = "vllm-0"
@@ -46,15 +52,21 @@ class SagaSchedulerConfig:
     max_pinned_fraction: float = 0.5
     workflow_idle_s: float = 3600.0
     order_untagged: bool = False
+    profile: str | None = None
 
     def __post_init__(self) -> None:
+        if self.profile is not None and self.profile not in PROFILES:
+            raise SagaConfigError(
+                f"unknown profile {self.profile!r}; known: {', '.join(sorted(PROFILES))}",
+                field="profile")
         if not isinstance(self.node_id, str) or not self.node_id:
             raise SagaConfigError("node_id must be a non-empty string", field="node_id")
         if self.policy_set is not None and (
             not isinstance(self.policy_set, str) or not self.policy_set.strip()
         ):
             raise SagaConfigError(
-                "policy_set must be a set name or EVICTION:BATCHING:FAIRNESS", field="policy_set"
+                "policy_set must be a set name or EVICTION:ROUTING:ADMISSION:FAIRNESS",
+                field="policy_set",
             )
         if (
             isinstance(self.eviction_window_blocks, bool)

@@ -3,7 +3,7 @@
 In vLLM V1 the scheduler lives in the engine-core process; the node agent reaches it through
 vLLM's *utility calls*: ``EngineCore`` answers a utility request by looking the method name up
 on itself. :func:`install_engine_core_utility` adds one method, ``saga_control(command,
-payload)``, to ``EngineCore``; it forwards to the scheduler's :class:`ControlChannel`. The
+payload)``, to ``EngineCore``; it forwards to the scheduler's :class:`SchedulerControl`. The
 node agent calls it with the engine client it already holds::
 
     await async_llm.engine_core.call_utility_async(
@@ -12,7 +12,8 @@ node agent calls it with the engine client it already holds::
 Commands (payload keys) and replies (JSON-able dicts):
 
 * ``activate`` ``{kind, name, params?}``: swap one policy; ``activate_set``
-  ``{policy_set}`` or ``{eviction?, batching?, fairness?}``: swap several at once. Validated
+  ``{policy_set}`` or ``{eviction?, admission?, fairness?}``: swap several at once (a
+  named set's routing policy is the cluster tier's and skipped here). Validated
   here (a bad name or parameter raises, naming the field, and nothing changes); the new set is
   used from the next ``schedule()`` call, never in the middle of a step.
 * ``tool_start`` ``{workflow_id, tool_name?}``, ``workflow_end`` ``{workflow_id}``: workflow
@@ -37,9 +38,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nodeagent.host.policies import check_runnable_live
 from plugins.events import FAILURE, PolicyEvent
+from plugins.hookspecs import NODE_KINDS
 from plugins.manager import PolicyManager
-from plugins.sets import parse_policy_set
+from plugins.named_sets import parse_policy_set
 from plugins.views import TenantView
 
 COMMANDS = (
@@ -116,7 +119,7 @@ def parse_tenants(raw: Any) -> dict[str, TenantView]:
     return tenants
 
 
-class ControlChannel:
+class SchedulerControl:
     """Validates commands at once; queues the ones that change scheduler state for the next step."""
 
     def __init__(
@@ -134,6 +137,13 @@ class ControlChannel:
         manager.subscribe(self._on_policy_event)
         self.tenants: Mapping[str, TenantView] = {}
 
+    def _activate_set(self, choices: Mapping[str, Any]) -> None:
+        """Swap several kinds at once; a policy a live engine cannot run (an oracle) refuses
+        the whole set, as the simulated node does (``nodeagent.host.policies``)."""
+        for kind, choice in choices.items():
+            check_runnable_live(self.manager, kind, _name_of(choice))
+        self.manager.activate_set(**choices)
+
     def handle(self, command: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         payload = payload or {}
         if not isinstance(payload, Mapping):
@@ -144,6 +154,7 @@ class ControlChannel:
             params = payload.get("params")
             if params is not None and not isinstance(params, Mapping):
                 raise ControlError("params must be a mapping", field="params")
+            check_runnable_live(self.manager, kind, name)
             self.manager.activate(kind, name, params)  # type: ignore[arg-type]
             return self.manager.describe()
         if command == "activate_set":
@@ -151,16 +162,16 @@ class ControlChannel:
             if named is not None:
                 if not isinstance(named, str):
                     raise ControlError("policy_set must be a string", field="policy_set")
-                self.manager.activate_set(**parse_policy_set(named).as_kwargs())
+                self._activate_set(parse_policy_set(named).as_kwargs())
             else:
-                kinds = ("eviction", "batching", "fairness")
+                kinds = NODE_KINDS
                 choices = {k: payload[k] for k in kinds if k in payload}
                 if not choices:
                     raise ControlError(
-                        "activate_set needs policy_set or eviction/batching/fairness",
+                        "activate_set needs policy_set or eviction/admission/fairness",
                         field="policy_set",
                     )
-                self.manager.activate_set(**{k: _choice(k, v) for k, v in choices.items()})
+                self._activate_set({k: _choice(k, v) for k, v in choices.items()})
             return self.manager.describe()
         if command == "tool_start":
             workflow_id = _string(payload, "workflow_id")
@@ -222,6 +233,10 @@ class ControlChannel:
             items = list(self._boundaries)
             self._boundaries.clear()
         return items
+
+
+def _name_of(choice: Any) -> str:
+    return choice if isinstance(choice, str) else choice[0]
 
 
 def _choice(kind: str, value: Any) -> str | tuple[str, Mapping[str, Any] | None]:

@@ -44,13 +44,19 @@ class BlockRecord:
     block_hash: object
     time_s: float
     shared: bool
+    counted: bool = False
+    """Counted in its workflow's private cached blocks (:attr:`BlockProvenance.private`)."""
 
 
 class BlockProvenance:
-    """Free events of blocks, keyed by block id (bounded by the pool size)."""
+    """Free events of blocks, keyed by block id (bounded by the pool size), and per workflow
+    the blocks its calls freed that no other workflow used and that still hold that content
+    (``private``: ``WorkflowView.cached_tokens`` / block size, kept exact at every free and
+    eviction; :func:`~nodeagent.vllm_hooks.occupancy.private_cached_blocks` recounts it)."""
 
     def __init__(self) -> None:
         self.records: dict[int, BlockRecord] = {}
+        self.private: dict[str, int] = {}
         self._stamps = itertools.count(1)
 
     def record_free(
@@ -71,12 +77,33 @@ class BlockProvenance:
                     and previous.block_hash == block_hash
                     and (previous.shared or previous.workflow_id != workflow_id)
                 )
-                records[block.block_id] = BlockRecord(
-                    stamp, workflow_id, position, block_hash, time_s, shared
-                )
+                if previous is not None and previous.counted:
+                    self._uncount(previous)
+                record = BlockRecord(stamp, workflow_id, position, block_hash, time_s, shared)
+                if workflow_id is not None and block_hash is not None and not shared:
+                    record.counted = True
+                    self.private[workflow_id] = self.private.get(workflow_id, 0) + 1
+                records[block.block_id] = record
+
+    def evicted(self, block_id: int) -> None:
+        """The pool dropped the block's cached content (it no longer counts as anyone's)."""
+        record = self.records.get(block_id)
+        if record is not None and record.counted:
+            self._uncount(record)
+
+    def _uncount(self, record: BlockRecord) -> None:
+        record.counted = False
+        workflow_id = record.workflow_id
+        assert workflow_id is not None
+        left = self.private[workflow_id] - 1
+        if left:
+            self.private[workflow_id] = left
+        else:
+            del self.private[workflow_id]
 
     def clear(self) -> None:
         self.records.clear()
+        self.private.clear()
 
 
 @dataclass(slots=True)

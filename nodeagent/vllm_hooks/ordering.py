@@ -1,4 +1,4 @@
-"""Admission order and preemption victims from the active fairness and batching policies.
+"""Admission order and preemption victims from the active fairness and admission policies.
 
 vLLM's waiting queues are either a deque (``fcfs``) or a heap on ``(priority, arrival_time,
 request_id)`` (``priority``). SAGA replaces both queue objects with :class:`SagaRequestQueue`,
@@ -34,8 +34,8 @@ from typing import Any
 from vllm.v1.core.sched.request_queue import RequestQueue, SchedulingPolicy
 from vllm.v1.request import Request
 
-from nodeagent.vllm_hooks.context import EngineContext
-from nodeagent.vllm_hooks.workflows import WorkflowRegistry
+from nodeagent.host.context import HostContext
+from nodeagent.host.tracker import WorkflowTracker
 from plugins.policyset import PolicySet
 from plugins.views import CallView, NodeView, WorkflowView
 
@@ -189,33 +189,11 @@ class SagaRequestQueue(RequestQueue):
         self._vllm_key = vllm_keys
 
 
-def node_view(
-    node_id: str,
-    waiting: int,
-    running: int,
-    free_blocks: int,
-    total_blocks: int,
-    block_size: int,
-    max_running: int,
-) -> NodeView:
-    """This engine as a node. ``load`` = (running + waiting) / batch slots; the engine has no
-    estimate of queueing delay, so ``queue_delay_s`` is 0 (only routing policies read it)."""
-    return NodeView(
-        node_id=node_id,
-        waiting=waiting,
-        running=running,
-        kv_free_tokens=free_blocks * block_size,
-        kv_total_tokens=total_blocks * block_size,
-        queue_delay_s=0.0,
-        load=(running + waiting) / max(max_running, 1),
-    )
-
-
 class PriorityTable:
     """Fairness priorities of the calls of one step (one workflow view per workflow)."""
 
     def __init__(
-        self, policy_set: PolicySet, ctx: EngineContext, registry: WorkflowRegistry
+        self, policy_set: PolicySet, ctx: HostContext, registry: WorkflowTracker
     ) -> None:
         self.policy_set = policy_set
         self.ctx = ctx
@@ -240,9 +218,9 @@ def admission_ranks(
     node: NodeView,
     managed: Callable[[str], bool],
 ) -> dict[str, int]:
-    """Rank of each SAGA-managed waiting request in the batching policy's admission order.
+    """Rank of each SAGA-managed waiting request in the admission policy's order.
 
-    The fairness policy prices every call, the batching policy orders them (it may regroup within
+    The fairness policy prices every call, the admission policy orders them (it may regroup within
     what fairness allows); the policy set guarantees a permutation of the calls it was given.
     """
     views = [
@@ -265,20 +243,23 @@ def victim_ranks(
 ) -> dict[str, int] | None:
     """Dense ranks for running requests, or None when no running request is SAGA's.
 
-    Base: vLLM's victim order ``(priority, arrival_time, request_id)``; the slots of SAGA's calls
-    are refilled by (user priority, fairness priority, arrival), so with these ranks installed as
-    priorities vLLM preempts the call the fairness policy values least, and never reorders plain
-    requests among themselves.
+    Base: vLLM's victim order ``(priority, arrival_time)``, ties going to the request admitted
+    last (``running`` is in admission order), as every SAGA host breaks them; the slots of SAGA's
+    calls are refilled by (user priority, fairness priority, arrival, admission), so with these
+    ranks installed as priorities vLLM preempts the call the fairness policy values least, and
+    never reorders plain requests among themselves.
     """
-    base = sorted(running, key=lambda r: (user_priority(r), r.arrival_time, r.request_id))
+    admitted = {r.request_id: i for i, r in enumerate(running)}
+    base = sorted(running, key=lambda r: (user_priority(r), r.arrival_time,
+                                          admitted[r.request_id]))
     ours = [r for r in base if managed(r.request_id)]
     if not ours:
         return None
 
-    def fairness_key(r: Request) -> tuple[int, float, float, str]:
+    def fairness_key(r: Request) -> tuple[int, float, float, int]:
         view = table.view(r.request_id)
         fairness = table.priority(view) if view is not None else math.inf
-        return (user_priority(r), fairness, r.arrival_time, r.request_id)
+        return (user_priority(r), fairness, r.arrival_time, admitted[r.request_id])
 
     ours.sort(key=fairness_key)
     refill = iter(ours)

@@ -1,24 +1,21 @@
-"""Keeping a workflow's KV blocks while its agent runs a tool (Continuum-style retention).
+"""The mechanics of retention on vLLM's block pool: how a workflow's KV blocks are held while its
+agent runs a tool. *When* to pin and unpin is the shared host layer's
+(:class:`nodeagent.host.retention.Retention`: pin at tool start for the eviction policy's time,
+release once the next call is admitted, at the deadline or at the workflow's end);
+:class:`RetentionPins` is its :class:`~nodeagent.host.retention.Pinner` here.
 
 When a call ends its blocks return to vLLM's free queue: still cached, but the first to go under
-pressure. When the node agent reports that the workflow's agent started a tool, the eviction
-policy's ``tool_retention_s`` says how long to keep that context. A positive answer *pins* the
-blocks: :meth:`BlockPool.touch` takes them out of the free queue and adds a reference, exactly
-as a request that hits the prefix cache does, so vLLM's own accounting keeps them.
+pressure. A pin takes them back: :meth:`BlockPool.touch` takes them out of the free queue and
+adds a reference, exactly as a request that hits the prefix cache does, so vLLM's own accounting
+keeps them. Unpinning frees them (``free_blocks``, tail first). Blocks a pin returns unused
+rejoin the LRU as of the call's end (the tool time is not a use): their provenance keeps that
+time and the eviction reordering places them accordingly (within its window). Only blocks that
+still hold the content they had when the call ended are pinned (a block evicted in between is
+lost, as in vLLM).
 
-A pin is dropped (``free_blocks``, tail first) when the retention time runs out, when the
-workflow ends, or once the workflow's next call has been admitted: that call then holds its own
-references on the prefix it reuses, so dropping ours earlier (when the call merely arrives)
-would expose the prefix to eviction while it queues. Blocks a pin returns unused rejoin the LRU
-as of the call's end (the tool time is not a use): their provenance keeps that time and the
-eviction reordering places them accordingly (within its window). Only blocks that still hold
-the content they had when the call ended are pinned (a block evicted in between is lost, as in
-vLLM).
-
-Pins never hold more than ``max_pinned_blocks``: a new pin first releases the oldest pins, and
-pins only the head of a chain that does not fit (a prefix is useful without its tail, not the
-other way round). If the engine cannot admit anything while pins are held, the scheduler
-releases them all (:meth:`RetentionPins.release_all`): retention may delay, never deadlock.
+Pins never hold more than ``max_pinned_blocks``: a new pin first releases the oldest pins (and
+tells the host layer, ``on_dropped``), and pins only the head of a chain that does not fit (a
+prefix is useful without its tail, not the other way round).
 """
 
 from __future__ import annotations
@@ -32,14 +29,15 @@ from vllm.v1.core.kv_cache_utils import KVCacheBlock
 FreedHook = Callable[[str, Sequence[Sequence[KVCacheBlock]], float], None]
 """Called with (workflow id, blocks per group, time the call freed them) when a pin's blocks go
 back to the free queue."""
+DroppedHook = Callable[[str], None]
+"""Called with the workflow whose pin was released to make room for a newer one."""
 
 
 @dataclass(slots=True)
 class Pin:
     workflow_id: str
     groups: list[list[KVCacheBlock]]
-    deadline_s: float
-    next_call_seq: int
+    pinned_s: float
     freed_s: float
 
     @property
@@ -50,17 +48,18 @@ class Pin:
 @dataclass(slots=True)
 class _Remembered:
     groups: list[list[tuple[KVCacheBlock, object]]]
-    next_call_seq: int
     freed_s: float
 
 
 class RetentionPins:
     """Pinned blocks per workflow, and the last freed block table of each tagged workflow."""
 
-    def __init__(self, block_pool: BlockPool, max_pinned_blocks: int, on_freed: FreedHook):
+    def __init__(self, block_pool: BlockPool, max_pinned_blocks: int, on_freed: FreedHook,
+                 on_dropped: DroppedHook | None = None):
         self.block_pool = block_pool
         self.max_pinned_blocks = max_pinned_blocks
         self.on_freed = on_freed
+        self.on_dropped = on_dropped or (lambda workflow_id: None)
         self.pins: dict[str, Pin] = {}
         self._last_freed: dict[str, _Remembered] = {}
         self.pinned_blocks = 0
@@ -71,13 +70,11 @@ class RetentionPins:
         self,
         workflow_id: str,
         groups: Sequence[Sequence[KVCacheBlock]],
-        next_call_seq: int,
         freed_s: float,
     ) -> None:
         """A call of the workflow is freeing these blocks (block-table order per group)."""
         self._last_freed[workflow_id] = _Remembered(
             [[(b, b.block_hash) for b in blocks if not b.is_null] for blocks in groups],
-            next_call_seq,
             freed_s,
         )
 
@@ -85,10 +82,10 @@ class RetentionPins:
         self._last_freed.pop(workflow_id, None)
         self.release(workflow_id)
 
-    def pin(self, workflow_id: str, ttl_s: float, now_s: float) -> int:
+    def pin(self, workflow_id: str, now_s: float) -> int:
         """Pin what is left of the workflow's last call; returns the number of blocks pinned."""
         remembered = self._last_freed.get(workflow_id)
-        if remembered is None or ttl_s <= 0.0:
+        if remembered is None:
             return 0
         self.release(workflow_id)
         alive = [
@@ -97,8 +94,9 @@ class RetentionPins:
         ]
         wanted = sum(len(g) for g in alive)
         while self.pins and self.pinned_blocks + wanted > self.max_pinned_blocks:
-            oldest = min(self.pins.values(), key=lambda p: p.deadline_s)
+            oldest = min(self.pins.values(), key=lambda p: p.pinned_s)
             self.release(oldest.workflow_id)
+            self.on_dropped(oldest.workflow_id)
         room = self.max_pinned_blocks - self.pinned_blocks
         if wanted > room:  # keep the head of each chain (a prefix is useful without its tail)
             share = room // max(len(alive), 1)
@@ -108,9 +106,7 @@ class RetentionPins:
             return 0
         for group in alive:
             self.block_pool.touch(group)
-        self.pins[workflow_id] = Pin(
-            workflow_id, alive, now_s + ttl_s, remembered.next_call_seq, remembered.freed_s
-        )
+        self.pins[workflow_id] = Pin(workflow_id, alive, now_s, remembered.freed_s)
         self.pinned_blocks += count
         self.pinned_total += count
         return count
@@ -127,16 +123,8 @@ class RetentionPins:
         self.on_freed(workflow_id, pin.groups, pin.freed_s)
         return count
 
-    def release_call_served(self, workflow_id: str, call_seq: int) -> int:
-        """The workflow's call ``call_seq`` was admitted or ended: a pin older than it goes."""
-        pin = self.pins.get(workflow_id)
-        if pin is None or call_seq < pin.next_call_seq:
-            return 0
+    def unpin(self, workflow_id: str, now_s: float) -> int:
         return self.release(workflow_id)
-
-    def expire(self, now_s: float) -> int:
-        due = [p.workflow_id for p in self.pins.values() if p.deadline_s <= now_s]
-        return sum(self.release(w) for w in due)
 
     def release_all(self) -> int:
         return sum(self.release(w) for w in list(self.pins))

@@ -18,7 +18,7 @@ from controlplane.policies.models import Policy
 from controlplane.policies.services import activate_policy
 from controlplane.tenants.models import Tenant
 from controlplane.workflows.models import AgentTemplate
-from nodeagent.agent.control import Backoff, ControlChannel, ControlPlaneRefused
+from nodeagent.agent.control import Backoff, ControlPlaneLink, ControlPlaneRefused
 from nodeagent.agent.sim_backend import SimBackend
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,7 +83,7 @@ def test_a_swap_reaches_every_node_and_is_acknowledged(control_plane: str) -> No
     async def scenario() -> None:
         engines = {n: SimBackend("h100-llama3-8b", model_name="m", node_id=n, speed=100.0)
                    for n in tokens}
-        channels = {n: ControlChannel(control_plane, tokens[n], engines[n]) for n in tokens}
+        channels = {n: ControlPlaneLink(control_plane, tokens[n], engines[n]) for n in tokens}
         tasks = [asyncio.create_task(c.run_forever()) for c in channels.values()]
 
         async def acked(activation: int, status: str) -> None:
@@ -137,7 +137,7 @@ def test_a_revoked_node_is_refused_and_stops(control_plane: str) -> None:
     token = make_node("gpu-x")
     Node.objects.get(name="gpu-x").revoke_token()
     engine = SimBackend("h100-llama3-8b", model_name="m", speed=100.0)
-    channel = ControlChannel(control_plane, token, engine, backoff=Backoff(0.01, 0.05))
+    channel = ControlPlaneLink(control_plane, token, engine, backoff=Backoff(0.01, 0.05))
     with pytest.raises(ControlPlaneRefused, match="refused this node's token"):
         asyncio.run(asyncio.wait_for(channel.run_forever(), 20))
 
@@ -147,7 +147,7 @@ def test_reconnects_with_backoff_until_the_control_plane_answers(redis_url: str)
     token = make_node("gpu-late")
     port = free_port()
     engine = SimBackend("h100-llama3-8b", model_name="m", speed=100.0)
-    channel = ControlChannel(f"http://127.0.0.1:{port}", token, engine,
+    channel = ControlPlaneLink(f"http://127.0.0.1:{port}", token, engine,
                              backoff=Backoff(0.05, 0.2), seed=1)
     server = uvicorn.Server(uvicorn.Config("controlplane.asgi:application", host="127.0.0.1",
                                            port=port, lifespan="off", log_level="warning"))

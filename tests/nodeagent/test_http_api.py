@@ -58,9 +58,11 @@ async def test_streaming_chat_with_usage(node: tuple[httpx.AsyncClient, SimBacke
     assert payloads[-1]["usage"]["completion_tokens"] == 20
 
 
-async def test_tool_calls_start_a_tool_and_the_next_call_ends_it(
+async def test_tool_boundaries_come_from_the_control_plane_not_the_http_api(
     node: tuple[httpx.AsyncClient, SimBackend]
 ) -> None:
+    """A response ending in tool calls does not start a tool on the node by itself (the
+    control plane infers boundaries once and pushes them); the next call ends an open one."""
     client, engine = node
     headers = {"X-Saga-Workflow": "wf-1", "X-Saga-Tenant": "acme", "X-Saga-Template": "swe"}
     tools = [{"type": "function", "function": {"name": "bash"}}]
@@ -69,13 +71,15 @@ async def test_tool_calls_start_a_tool_and_the_next_call_ends_it(
     message = first.json()["choices"][0]["message"]
     assert first.json()["choices"][0]["finish_reason"] == "tool_calls"
     assert message["tool_calls"][0]["function"]["name"] == "bash"
-    assert engine.workflows["wf-1"].tool_name == "bash"
+    assert not engine.tracker.workflows["wf-1"].tool_open  # nothing inferred here
+    engine.tool_started("wf-1", "bash")  # what the control connection does on tool_start
+    assert engine.tracker.workflows["wf-1"].tool_name == "bash"
     follow_up = {"model": MODEL, "tools": tools, "messages": [
         {"role": "user", "content": "list files"}, message,
         {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "a.py"}]}
     second = await client.post("/v1/chat/completions", headers=headers, json=follow_up)
     assert second.status_code == 200
-    assert engine.workflows["wf-1"].tool_name is None
+    assert engine.tracker.workflows["wf-1"].tool_name is None
     assert second.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
 

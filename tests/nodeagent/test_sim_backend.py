@@ -67,15 +67,51 @@ async def test_a_workflows_next_call_reuses_its_cached_prefix() -> None:
 
 
 async def test_retention_pins_the_context_during_a_tool_only_when_the_policy_says() -> None:
+    """Pinned at tool start under ttl (never under lru), still pinned after the tool ends, and
+    released once the workflow's next call has been admitted."""
     for eviction, pinned in (("ttl", True), ("lru", False)):
         b = backend(manager=PolicyManager(initial={"eviction": eviction}))
-        await run(b, request("r1", "wf", (SYSTEM, Message("user", "go")),
-                             script=SimScript(20, "tool_calls", "pytest")))
+        first = await run(b, request("r1", "wf", (SYSTEM, Message("user", "go")),
+                                     script=SimScript(20, "tool_calls", "pytest")))
         b.tool_started("wf", "pytest")
-        assert (b.workflows["wf"].retained is not None) is pinned
+        assert b.retention.is_held("wf") is pinned
         assert bool(b.cache.pins) is pinned
         b.tool_ended("wf")
-        assert not b.cache.pins
+        assert b.retention.is_held("wf") is pinned  # until the next call is admitted
+        call = first[-1].tool_calls[0]
+        await run(b, request("r2", "wf", (SYSTEM, Message("user", "go"), Message(
+            "assistant", "", ((call.name, call.arguments),)),
+            Message("tool", "ok", (), call.call_id)), script=SimScript(output_tokens=2)))
+        assert not b.retention.is_held("wf") and not b.cache.pins
+
+
+async def test_retention_ends_at_its_deadline() -> None:
+    import asyncio
+
+    b = backend(manager=PolicyManager(initial={"eviction": ("ttl", {"ttl_s": 5.0})}))
+    await run(b, request("r1", "wf", (SYSTEM, Message("user", "go")),
+                         script=SimScript(20, "tool_calls", "pytest")))
+    b.tool_started("wf", "pytest")
+    assert b.retention.is_held("wf")
+    await asyncio.sleep(5.0 / b.speed + 0.05)  # 5 simulated seconds
+    assert not b.retention.is_held("wf") and not b.cache.pins
+
+
+async def test_a_prompt_growing_inside_one_message_hits_its_full_blocks() -> None:
+    """Two /v1/completions-style prompts, the second the first plus 400 characters: every
+    full block of the first prompt is a hit (vLLM's block hashes chain the same way)."""
+    b = backend()
+    text = "def handler(event):\n    return process(event)\n" * 200
+    first = GenerationRequest("c1", "wf", "acme", "swe-agent", (Message("user", text),), 4,
+                              raw_prompt=text)
+    done = await run(b, first)
+    prompt = done[-1].usage.prompt_tokens
+    longer = text + "x" * 400
+    second = GenerationRequest("c2", "wf", "acme", "swe-agent", (Message("user", longer),), 4,
+                               raw_prompt=longer)
+    usage = (await run(b, second))[-1].usage
+    assert usage.prompt_tokens == prompt + 100
+    assert usage.cached_tokens == prompt // 16 * 16
 
 
 async def test_live_policy_swap_and_oracle_policies_refused() -> None:

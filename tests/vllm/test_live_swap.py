@@ -24,7 +24,7 @@ SETS = ["baseline", "saga", "continuum", "autellix", "vtc", "lpm", "saga"]
 SINGLE = [
     ("fairness", "afs"),
     ("eviction", "ttl"),
-    ("batching", "prefix-aware"),
+    ("admission", "lpm"),
     ("eviction", "aeg"),
 ]
 
@@ -110,7 +110,7 @@ def test_every_call_finishes_exactly_once_across_swaps(
     assert scheduler.saga_pins.pinned_blocks == 0
     pool = scheduler.kv_cache_manager.block_pool
     assert pool.get_num_free_blocks() == pool.num_gpu_blocks - 1
-    assert scheduler.saga_registry.workflows == {}
+    assert scheduler.saga_tracker.workflows == {}
 
 
 def _aborted():  # type: ignore[no-untyped-def]

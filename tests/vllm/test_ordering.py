@@ -68,7 +68,7 @@ def test_live_swap_to_plas_changes_the_order_at_the_next_step(
     reply = scheduler.saga_control("activate", {"kind": "fairness", "name": "plas"})
     assert reply["fairness"]["name"] == "plas"
     assert _admission_of_a1_b1(scheduler, clock) == ["b1", "a1"]
-    assert scheduler.saga_registry.workflows["A"].service_s >= 3.0
+    assert scheduler.saga_tracker.workflows["A"].service_s >= 3.0
 
 
 @pytest.mark.parametrize(("fairness", "victim"), [("fcfs", "b1"), ("plas", "a1")])

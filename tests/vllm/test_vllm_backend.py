@@ -49,6 +49,7 @@ from vllm.v1.request import Request
 
 from nodeagent.agent import cli
 from nodeagent.agent.engine import (
+    ContextTooLong,
     EngineUnavailable,
     GenerationRequest,
     Message,
@@ -422,7 +423,7 @@ async def test_generate_tags_the_call_and_reuses_the_prefix_cache(llm, scheduler
     assert ids[:2] == [BOS, WORDS.index("<user>")]  # one BOS: the chat template's
     assert (final.usage.prompt_tokens, final.usage.cached_tokens,
             final.usage.completion_tokens) == (len(ids), 0, 3)
-    assert scheduler.saga_registry.workflows["wf-1"].tenant == "gold"
+    assert scheduler.saga_tracker.workflows["wf-1"].tenant == "gold"
     history = (Message("user", LONG), Message("assistant", "tok tok tok"),
                Message("user", "hello"))
     second = await collect(backend, gen_request(history, request_id="r2", max_tokens=2))
@@ -453,8 +454,9 @@ async def test_completions_add_special_tokens_and_tools_use_the_parser(llm) -> N
 async def test_a_prompt_longer_than_the_context_is_refused_before_submission(llm) -> None:  # type: ignore[no-untyped-def]
     backend = VllmBackend("tiny", llm=llm)
     too_long = (Message("user", " ".join(["hello"] * MAX_MODEL_LEN)),)
-    with pytest.raises(EngineUnavailable, match="cannot prepare"):
+    with pytest.raises(ContextTooLong) as refused:
         await collect(backend, gen_request(too_long))
+    assert "maximum context length" in str(refused.value)  # a 400, never a retryable 503
     assert llm.submitted == []
     await backend.close()
 

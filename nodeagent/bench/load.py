@@ -21,7 +21,8 @@ OFFERED_LOAD_DEFINITION = (
     "batch that fits in the KV pool], in instance-seconds from the cost model. Capacity = "
     "number of instances x 1 instance-second per second. Arrival rate = (n-1) / (last arrival "
     "- first arrival). Load 1.0 = a cluster that could just keep up if it batched perfectly "
-    "and never evicted; the measure is independent of the cache, batching and fairness policy."
+    "and never evicted; the measure is independent of the cache, routing, admission and "
+    "fairness policy."
 )
 
 
