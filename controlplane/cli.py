@@ -2,8 +2,9 @@
 
 Each subcommand lives with the code it drives and registers itself through a
 ``register(subparsers)`` function: ``policies`` in ``plugins.cli``, ``bench`` in
-``nodeagent.bench.cli``. Only ``serve``, ``demo`` and ``manage`` need Django, and they import it
-lazily, so ``saga bench`` and ``saga policies`` start fast and work without a database.
+``nodeagent.bench.cli``, ``fidelity`` in ``nodeagent.fidelity.cli``. Only ``serve``, ``demo``
+and ``manage`` need Django, and they import it lazily, so ``saga bench`` and ``saga policies``
+start fast and work without a database.
 
 Bad usage exits with status 2 and one line on stderr.
 """
@@ -20,8 +21,12 @@ from typing import NoReturn
 SUBCOMMAND_MODULES = (
     "plugins.cli",
     "nodeagent.bench.cli",
-    "nodeagent.gatewaybench.cli",
+    "controlplane.gatewaybench.cli",
+    "controlplane.gatewaybench.soak",
     "nodeagent.agent.cli",
+    "nodeagent.agent.tiny_model",
+    "nodeagent.fidelity.cli",
+    "controlplane.whatif.cli",
 )
 DEFAULT_SETTINGS = "controlplane.settings.dev"
 
@@ -61,6 +66,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--workers", type=_workers, default=1,
                        help="server processes sharing the port (default 1; needs REDIS_URL and "
                             "DATABASE_URL above 1, so they share routing state and quotas)")
+    serve.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, how long calls in flight may finish before they are "
+                            "closed as interrupted (default 30)")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -115,6 +123,16 @@ def _workers(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"seconds must be in 0..3600, got {value}")
+    return value
+
+
 def _setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS)
     import django
@@ -122,14 +140,17 @@ def _setup_django() -> None:
     django.setup()
 
 
-def _serve(host: str, port: int, workers: int = 1) -> int:
+def _serve(host: str, port: int, workers: int = 1, graceful_timeout_s: float = 30.0) -> int:
     import uvicorn
 
     print(f"SAGA control plane on http://{host}:{port}/ (admin at /admin/)", flush=True)
     # The gateway's entry point: /v1/ through a lean handler, the rest as controlplane.asgi.
     uvicorn.run(
-        "controlplane.gateway.asgi:application", host=host, port=port, lifespan="off",
-        log_level="info", workers=workers,
+        "controlplane.asgi:application", host=host, port=port, lifespan="on",
+        log_level="info", workers=workers, timeout_graceful_shutdown=int(graceful_timeout_s),
+        # Longer than clients' usual idle expiry, so a client rarely reuses a connection the
+        # server is closing (its request would fail before reaching the gateway).
+        timeout_keep_alive=75,
     )
     return 0
 
@@ -143,7 +164,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             print("saga serve: error: --workers above 1 needs DATABASE_URL (PostgreSQL) and "
                   "REDIS_URL", file=sys.stderr)
             return 2
-    return _serve(args.host, args.port, args.workers)
+    return _serve(args.host, args.port, args.workers, args.graceful_timeout)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

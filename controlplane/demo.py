@@ -75,6 +75,7 @@ async def run(setup: DemoSetup, host: str, port: int, agents: bool,
               nodes: list[tuple[str, int]]) -> None:
     import uvicorn
 
+    from controlplane.periodic import run_periodic
     from nodeagent.agent.cli import serve_node
     from nodeagent.agent.sim_backend import SimBackend
     from nodeagent.demo_agents import AgentMix, run_agents
@@ -82,8 +83,9 @@ async def run(setup: DemoSetup, host: str, port: int, agents: bool,
     base_url = f"http://{host}:{port}"
     node_key = settings.SAGA_NODE_API_KEY or secrets.token_urlsafe(24)
     settings.SAGA_NODE_API_KEY = node_key  # the gateway and the demo nodes share it
+    settings.SAGA_WHATIF_IN_PROCESS = True  # what-if jobs run here: the demo has no worker
     control_plane = uvicorn.Server(uvicorn.Config(
-        "controlplane.gateway.asgi:application", host=host, port=port, lifespan="off",
+        "controlplane.asgi:application", host=host, port=port, lifespan="on",
         log_level="warning"))
     tasks = [asyncio.create_task(control_plane.serve(), name="control-plane")]
     while not control_plane.started:
@@ -95,11 +97,14 @@ async def run(setup: DemoSetup, host: str, port: int, agents: bool,
         tasks.append(asyncio.create_task(serve_node(
             engine, control_plane=base_url, token=setup.node_tokens[name], host="127.0.0.1",
             port=node_port, api_key=node_key, log_level="warning"), name=name))
-    print(f"SAGA demo on {base_url}/  (admin: {base_url}/admin/, API docs: {base_url}/api/docs,"
-          f" gateway: {base_url}/v1)", flush=True)
+    print(f"SAGA demo on {base_url}/  (console: {base_url}/console/, admin: {base_url}/admin/,"
+          f" API docs: {base_url}/api/docs, gateway: {base_url}/v1)", flush=True)
     print(f"nodes: {', '.join(f'{n} on 127.0.0.1:{p}' for n, p in nodes)}; "
           f"model {DEMO_MODEL}", flush=True)
     stop = asyncio.Event()
+    # No celery beat here: the same periodic tasks (stale-node sweep, work stealing, reaping idle
+    # workflows, the SLO series) run in this process at their CELERY_BEAT_SCHEDULE intervals.
+    tasks.append(asyncio.create_task(run_periodic(stop), name="periodic"))
     if agents:
         mixes = {"acme": AgentMix("swe", 2, 6.0), "globex": AgentMix("webarena", 2, 4.0),
                  "noisy": AgentMix("mix", 6, 1.0)}
@@ -107,7 +112,7 @@ async def run(setup: DemoSetup, host: str, port: int, agents: bool,
         tasks.append(asyncio.create_task(
             run_agents(base_url, setup.workload_keys, mixes, stop), name="agents"))
         print("agents: acme (SWE-like, weight 2), globex (WebArena-like), noisy (bursty); "
-              "watch them in the admin's Workflows", flush=True)
+              f"watch them in the console: {base_url}/console/workflows/", flush=True)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:

@@ -88,7 +88,11 @@ def database_config(url: str) -> dict[str, object]:
     if engine.endswith("postgresql") or engine.endswith("postgresql_psycopg2"):
         config["ENGINE"] = "django.db.backends.postgresql"
         options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
-        options.setdefault("pool", {"min_size": 1, "max_size": get_int("DATABASE_POOL_MAX", 10)})
+        # A short pool timeout: while PostgreSQL is down the gateway answers 503 within seconds
+        # instead of queueing requests behind a pool that cannot connect.
+        options.setdefault("pool", {"min_size": 1, "max_size": get_int("DATABASE_POOL_MAX", 10),
+                                    "timeout": float(get_int("DATABASE_POOL_TIMEOUT_S", 3))})
+        options.setdefault("connect_timeout", get_int("DATABASE_CONNECT_TIMEOUT_S", 3))
         config["OPTIONS"] = options
         config["CONN_MAX_AGE"] = 0  # the pool owns connection lifetime
     return config

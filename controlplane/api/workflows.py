@@ -1,6 +1,8 @@
 """Tenant-scoped workflow endpoints: create, inspect, list, cancel, complete, report tools.
 
-Another tenant's workflow answers 404, never 403: its existence is not revealed.
+Another tenant's workflow answers 404, never 403: its existence is not revealed. Inputs follow
+``controlplane.validation`` (what the schema allows is exactly what is accepted); every status
+an endpoint can answer is in its ``response=``.
 """
 
 from __future__ import annotations
@@ -10,28 +12,41 @@ from typing import Annotated, Any, Literal
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Path, Query, Router, Schema, Status
 
 from controlplane.api.auth import tenant_of, workflows_auth
-from controlplane.api.errors import not_found
+from controlplane.api.errors import ApiError, errors, not_found
+from controlplane.validation import (
+    MAX_DB_ID,
+    DbId,
+    FiniteFloat,
+    Input,
+    JsonObject,
+    StrictInt,
+    TemplateName,
+    Text,
+    UtcBound,
+    WorkflowId,
+)
 from controlplane.workflows import services
 from controlplane.workflows.models import Workflow
 from controlplane.workflows.states import WorkflowState
 
 router = Router(tags=["workflows"], auth=workflows_auth)
 
-TemplateName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[-a-zA-Z0-9_]+$")]
+MAX_EXPECTED_DURATION_S = 1e7
+"""About 116 days: a bound that keeps every duration derived from a hint finite."""
 
 
-class WorkflowHints(Schema):
-    expected_calls: int | None = Field(None, ge=1, le=100_000)
-    expected_duration_s: float | None = Field(None, gt=0)
+class WorkflowHints(Input):
+    expected_calls: StrictInt(ge=1, le=100_000) | None = None
+    expected_duration_s: FiniteFloat(gt=0, le=MAX_EXPECTED_DURATION_S) | None = None
 
 
-class WorkflowIn(Schema):
+class WorkflowIn(Input):
     template: TemplateName
-    external_id: str = Field("", max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_id: WorkflowId = ""
+    metadata: JsonObject = Field(default_factory=dict)
     hints: WorkflowHints = Field(default_factory=WorkflowHints)
 
 
@@ -50,6 +65,11 @@ class WorkflowOut(Schema):
     est_isolated_s: float | None
     slowdown: float | None
     slo_met: bool | None
+    slo_status: str = Field(description="'' (not finished), met, missed (abandoned too), "
+                            "unevaluable (no isolated estimate: never counted as met), excluded "
+                            "(failed, cancelled)")
+    isolated_basis: str = Field(description="what est_isolated_s was computed from, or why "
+                                "there is none")
     calls: int
     tool_calls: int
 
@@ -62,7 +82,8 @@ class WorkflowOut(Schema):
             submitted_at=workflow.submitted_at, started_at=workflow.started_at,
             finished_at=workflow.finished_at, tct_s=workflow.tct_s,
             est_isolated_s=workflow.est_isolated_s, slowdown=workflow.slowdown,
-            slo_met=workflow.slo_met, calls=workflow.calls.count(),
+            slo_met=workflow.slo_met, slo_status=workflow.slo_status,
+            isolated_basis=workflow.isolated_basis, calls=workflow.calls.count(),
             tool_calls=workflow.tool_calls.count(),
         )
 
@@ -74,21 +95,21 @@ class WorkflowPage(Schema):
 
 class ListFilters(Schema):
     state: WorkflowState | None = None
-    external_id: str | None = None
-    template: str | None = None
-    submitted_after: datetime | None = None
-    submitted_before: datetime | None = None
+    external_id: WorkflowId | None = None
+    template: TemplateName | None = None
+    submitted_after: UtcBound | None = None
+    submitted_before: UtcBound | None = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_DB_ID)
 
 
-class ToolStart(Schema):
+class ToolStart(Input):
     type: Literal["tool_start"]
-    tool: str = Field(min_length=1, max_length=200)
-    expected_duration_s: float | None = Field(None, gt=0)
+    tool: Text(200, min_length=1)
+    expected_duration_s: FiniteFloat(gt=0, le=MAX_EXPECTED_DURATION_S) | None = None
 
 
-class ToolEnd(Schema):
+class ToolEnd(Input):
     type: Literal["tool_end"]
 
 
@@ -139,8 +160,21 @@ def _get(request: HttpRequest, workflow_id: int) -> Workflow:
     return workflow
 
 
-@router.post("/workflows", response={201: WorkflowOut}, summary="Submit a workflow")
+WorkflowPath = Path[DbId]
+READ_ERRORS = errors(401, 403, 404, 422)
+CHANGE_ERRORS = errors(400, 401, 403, 404, 409, 413, 422)
+
+
+@router.post("/workflows", response={201: WorkflowOut, **errors(400, 401, 403, 409, 413, 422,
+                                                                 429)},
+             summary="Submit a workflow")
 def create_workflow(request: HttpRequest, body: WorkflowIn) -> Status[WorkflowOut]:
+    """409 when the tenant already has a workflow with this ``external_id``; 429 past the
+    tenant's ``max_concurrent_workflows``."""
+    if body.external_id and _tenant_workflows(request).filter(
+            external_id=body.external_id).exists():
+        raise ApiError(409, "conflict", f"a workflow with external_id {body.external_id!r} "
+                       "exists already", "external_id")
     workflow = services.create_workflow(
         tenant_of(request), body.template, external_id=body.external_id,
         metadata=body.metadata, hints=body.hints.model_dump(exclude_none=True),
@@ -148,7 +182,8 @@ def create_workflow(request: HttpRequest, body: WorkflowIn) -> Status[WorkflowOu
     return Status(201, WorkflowOut.of(workflow))
 
 
-@router.get("/workflows", response=WorkflowPage, summary="List workflows")
+@router.get("/workflows", response={200: WorkflowPage, **errors(401, 403, 422)},
+            summary="List workflows")
 def list_workflows(request: HttpRequest, filters: Query[ListFilters]) -> WorkflowPage:
     rows = _tenant_workflows(request)
     if filters.state:
@@ -165,27 +200,30 @@ def list_workflows(request: HttpRequest, filters: Query[ListFilters]) -> Workflo
     return WorkflowPage(count=rows.count(), items=[WorkflowOut.of(w) for w in page])
 
 
-@router.get("/workflows/{workflow_id}", response=WorkflowOut, summary="Get a workflow")
-def get_workflow(request: HttpRequest, workflow_id: int) -> WorkflowOut:
+@router.get("/workflows/{workflow_id}", response={200: WorkflowOut, **READ_ERRORS},
+            summary="Get a workflow")
+def get_workflow(request: HttpRequest, workflow_id: WorkflowPath) -> WorkflowOut:
     return WorkflowOut.of(_get(request, workflow_id))
 
 
-@router.post("/workflows/{workflow_id}/cancel", response=WorkflowOut, summary="Cancel")
-def cancel_workflow(request: HttpRequest, workflow_id: int) -> WorkflowOut:
+@router.post("/workflows/{workflow_id}/cancel", response={200: WorkflowOut, **CHANGE_ERRORS},
+             summary="Cancel")
+def cancel_workflow(request: HttpRequest, workflow_id: WorkflowPath) -> WorkflowOut:
     workflow = services.finish_workflow(_get(request, workflow_id), WorkflowState.CANCELLED)
     return WorkflowOut.of(workflow)
 
 
-@router.post("/workflows/{workflow_id}/complete", response=WorkflowOut, summary="Complete")
-def complete_workflow(request: HttpRequest, workflow_id: int) -> WorkflowOut:
+@router.post("/workflows/{workflow_id}/complete",
+             response={200: WorkflowOut, **CHANGE_ERRORS}, summary="Complete")
+def complete_workflow(request: HttpRequest, workflow_id: WorkflowPath) -> WorkflowOut:
     workflow = services.finish_workflow(_get(request, workflow_id), WorkflowState.COMPLETED)
     return WorkflowOut.of(workflow)
 
 
-@router.post("/workflows/{workflow_id}/events", response=EventOut,
+@router.post("/workflows/{workflow_id}/events", response={200: EventOut, **CHANGE_ERRORS},
              summary="Report a tool call starting or ending")
 def post_event(
-    request: HttpRequest, workflow_id: int,
+    request: HttpRequest, workflow_id: WorkflowPath,
     body: Annotated[ToolStart | ToolEnd, Field(discriminator="type")],
 ) -> EventOut:
     workflow = _get(request, workflow_id)
@@ -196,10 +234,14 @@ def post_event(
     return EventOut(workflow=WorkflowOut.of(workflow), tool=tool.name if tool else None)
 
 
-@router.get("/workflows/{workflow_id}/calls", response=TimelineOut,
+@router.get("/workflows/{workflow_id}/calls", response={200: TimelineOut, **READ_ERRORS},
             summary="The workflow's LLM calls and tool calls with their timings")
-def workflow_timeline(request: HttpRequest, workflow_id: int) -> TimelineOut:
-    workflow = _get(request, workflow_id)
+def workflow_timeline(request: HttpRequest, workflow_id: WorkflowPath) -> TimelineOut:
+    return timeline(_get(request, workflow_id))
+
+
+def timeline(workflow: Workflow) -> TimelineOut:
+    """A workflow's calls and tool calls as the API shows them (the console shows the same)."""
     calls = [
         CallOut(seq=c.seq, node=c.node.name if c.node else None, prompt_tokens=c.prompt_tokens,
                 cached_tokens=c.cached_tokens, output_tokens=c.output_tokens,

@@ -1,10 +1,11 @@
 """Work stealing on the live cluster: move the homes of workflows that are between calls off a
-backlogged node, as the active batching policy decides (``saga_rebalance``).
+backlogged node, as the active routing policy decides (``saga_rebalance``), on the same
+node views routing sees (heartbeats corrected by the gateway tier's calls in flight).
 
 Runs periodically (celery beat, ``rebalance_workflows``). Only homes move: the workflow's next
 call is routed to its new home by ``route_call``, and its old cache stays behind as eviction
-fodder. The gateway does not see evictions, so a workflow's context is assumed still cached on
-its home: that overstates what a move loses, which only makes stealing more conservative.
+fodder. What a move throws away is priced with the private cached tokens the home node reported
+for the workflow in its last heartbeat.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from collections import defaultdict
 
 from django.db.models import Max
 
+from controlplane.gateway.calls import placed_view
 from controlplane.gateway.directory import ClusterDirectory, NodeEntry
+from controlplane.gateway.forecasts import ViewForecasts
 from controlplane.gateway.routing_state import RoutingState
+from controlplane.gateway.workflow_views import between_calls_view
+from controlplane.workflows import services
 from controlplane.workflows.models import ToolCall, Workflow
 from controlplane.workflows.states import WorkflowState
-from plugins.views import Migration, StaticContext, WorkflowView
+from plugins.views import Migration, StaticContext
 
 log = logging.getLogger("saga.gateway.rebalance")
 MAX_CANDIDATES = 2000
@@ -54,28 +59,29 @@ def _rebalance(nodes: list[NodeEntry], directory: ClusterDirectory,
         workflow__in=waiting, ended_at__isnull=True).order_by("started_at")}
     views = []
     for wf in waiting:
-        home = state.home(str(wf.pk)) or wf.home_node.name  # type: ignore[union-attr]
+        home = wf.home_node.name  # type: ignore[union-attr]
         last = wf.calls.filter(seq=wf.last_seq).values_list(
-            "prompt_tokens", "output_tokens").first() if wf.last_seq is not None else None
-        context = sum(last) if last else 0
+            "prompt_tokens", "output_tokens", "finished_at").first() \
+            if wf.last_seq is not None else None
+        context = last[0] + last[1] if last else 0
+        ended = last[2].timestamp() if last and last[2] is not None else None
         tool = tools.get(wf.pk)
-        views.append(WorkflowView(
-            workflow_id=str(wf.pk), tenant=wf.tenant.slug, template=wf.template.name,
-            state="waiting_tool", arrival_s=wf.submitted_at.timestamp(),
-            calls_done=(wf.last_seq or 0) + 1, context_tokens=context, cached_tokens=context,
-            home_node=home, tool_name=tool.name if tool else None,
-            tool_elapsed_s=now - tool.started_at.timestamp() if tool else 0.0, service_s=0.0,
-            isolated_s=max(wf.est_isolated_s or 1.0, 1e-3),
-            elapsed_s=now - wf.submitted_at.timestamp()))
-    node_views = [n.view for n in nodes]
+        views.append(between_calls_view(wf, names[home], (wf.last_seq or 0) + 1, context, ended,
+                                        tool.name if tool else None, now))
+    inflight = state.inflight([n.name for n in nodes])
+    node_views = [placed_view(n, inflight[n.name].calls, inflight[n.name].prompt_tokens)
+                  for n in nodes]
+    workflows = {v.workflow_id: v for v in views}
     ctx = StaticContext(now_s=now, tenants=directory.tenants,
-                        nodes={v.node_id: v for v in node_views},
-                        workflows={v.workflow_id: v for v in views})
+                        nodes={v.node_id: v for v in node_views}, workflows=workflows,
+                        predictor=ViewForecasts(directory.manager.aeg, workflows))
     moves = directory.policies().rebalance(ctx, node_views, views)
+    by_pk = {str(wf.pk): wf for wf in waiting}
     for move in moves:
-        state.set_home(move.workflow_id, move.target)
-        Workflow.objects.filter(pk=int(move.workflow_id)).update(
-            home_node_id=names[move.target].pk)
+        # Only a workflow still between calls on its old home moves (a call may have started
+        # since the candidates were read).
+        services.set_home(by_pk[move.workflow_id], names[move.target].pk, only_if_waiting=True,
+                          expected_home=names[move.source].pk)
         log.info("work stealing: workflow %s %s -> %s", move.workflow_id, move.source,
                  move.target)
     return moves

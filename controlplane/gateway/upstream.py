@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -15,6 +16,9 @@ from weakref import WeakKeyDictionary
 import httpx
 from django.conf import settings
 
+from nodeagent.openai_api import SERVICE_USAGE_FIELD
+
+UPSTREAM_KEEPALIVE_S = 2.0
 _clients: WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = WeakKeyDictionary()
 
 
@@ -25,7 +29,10 @@ def client() -> httpx.AsyncClient:
         existing = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=3.0, read=settings.GATEWAY_UPSTREAM_READ_TIMEOUT_S,
                                   write=30.0, pool=10.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            # Idle connections are dropped well before the node's keep-alive timeout
+            # (NODE_KEEP_ALIVE_S): reusing one the node is closing fails the call mid-request.
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128,
+                                keepalive_expiry=UPSTREAM_KEEPALIVE_S),
         )
         _clients[loop] = existing
     return existing
@@ -49,6 +56,7 @@ class Observed:
     cached_tokens: int = 0
     completion_tokens: int = 0
     error: str = ""
+    service_s: float | None = None
 
     def read_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -57,6 +65,9 @@ class Observed:
         self.completion_tokens = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
         self.cached_tokens = int(details.get("cached_tokens") or 0)
+        service = usage.get(SERVICE_USAGE_FIELD)
+        if isinstance(service, int | float) and math.isfinite(service) and service >= 0:
+            self.service_s = float(service)
 
     def read_choice(self, choice: dict[str, Any]) -> None:
         if choice.get("finish_reason"):

@@ -8,13 +8,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
-from controlplane.admin_audit import AuditedModelAdmin
+from controlplane.admin_audit import AuditedModelAdmin, ReadOnlyAdminMixin, pretty_json
 from controlplane.admin_secrets import show_secret_once
-from controlplane.audit.models import record
+from controlplane.audit.models import record, snapshot
 from controlplane.nodes.models import Node, NodePolicyState
 
+# What the node reports (at registration and in heartbeats): never edited in the admin.
+REPORTED_FIELDS = ("engine", "model_name", "gpu_model", "gpu_count", "kv_capacity_tokens",
+                   "status", "last_heartbeat_at", "last_load_display")
 
-class NodePolicyStateInline(admin.TabularInline):
+
+class NodePolicyStateInline(ReadOnlyAdminMixin, admin.TabularInline):
     """Which policy version each kind runs on this node, as the node acknowledged it."""
 
     model = NodePolicyState
@@ -23,32 +27,56 @@ class NodePolicyStateInline(admin.TabularInline):
     fields = ("kind", "activation", "status", "error", "updated_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Node)
 class NodeAdmin(AuditedModelAdmin):
+    """Nodes: the operator names a node, picks its engine when creating it and may change its
+    address; the hardware and live state are what the node reports, read-only. Every change,
+    token rotation, revocation and drain writes an AuditEvent.
+
+    A node that has served calls or been a workflow's home cannot be deleted (revoke its token
+    instead): deleting it would blank the node out of that recorded telemetry.
+    """
+
     audit_name = "node"
+    audited_actions = ("revoke_tokens", "drain_nodes")
     list_display = ("name", "engine", "status", "last_heartbeat_at", "gpu_model", "gpu_count",
                     "kv_capacity_tokens", "load_summary", "token_state")
     list_filter = ("status", "engine", "gpu_model")
     search_fields = ("name", "model_name", "gpu_model", "address")
-    readonly_fields = ("status", "last_heartbeat_at", "last_load", "token_display", "created_at")
-    actions = ["revoke_tokens"]
+    actions = ["revoke_tokens", "drain_nodes"]
     inlines = [NodePolicyStateInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     class Media:
         js = ("saga/node_status_live.js",)
         css = {"all": ("saga/admin.css",)}
+
+    add_fieldsets = ((None, {"fields": ("name", "engine", "address")}),)
     fieldsets = (
         (None, {"fields": ("name", "engine", "address")}),
         ("Hardware (reported at registration)",
          {"fields": ("model_name", "gpu_model", "gpu_count", "kv_capacity_tokens")}),
-        ("Live state", {"fields": ("status", "last_heartbeat_at", "last_load")}),
+        ("Live state", {"fields": ("status", "last_heartbeat_at", "last_load_display")}),
         ("Credentials", {"fields": ("token_display", "created_at")}),
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Node | None = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Node | None = None) -> Any:
+        if obj is None:
+            return ()
+        return (*REPORTED_FIELDS, "token_display", "created_at")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Node | None = None) -> bool:
+        if obj is not None and (obj.calls.exists() or obj.workflows.exists()):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="Last load")
+    def last_load_display(self, obj: Node) -> str:
+        return pretty_json(obj.last_load or {})
 
     @admin.display(description="Load")
     def load_summary(self, obj: Node) -> str:
@@ -104,9 +132,10 @@ class NodeAdmin(AuditedModelAdmin):
         if request.method != "POST":
             return HttpResponse(status=405, headers={"Allow": "POST"})
         with transaction.atomic():
-            request._saga_issued_secret = node.assign_new_token()  # type: ignore[attr-defined]
-            node.save(update_fields=["token_prefix", "token_hash", "token_revoked_at"])
-            record(actor=request.user, action="node.rotate_token", obj=node)
+            before = snapshot(node)
+            request._saga_issued_secret = node.rotate_token()  # type: ignore[attr-defined]
+            record(actor=request.user, action="node.rotate_token", obj=node, before=before,
+                   after=snapshot(node))
         return self._show_token(request, node, "Node token rotated")
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
@@ -119,8 +148,25 @@ class NodeAdmin(AuditedModelAdmin):
     @admin.action(description="Revoke selected nodes' tokens", permissions=["change"])
     def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
         count = 0
-        for node in queryset.filter(token_revoked_at__isnull=True, token_prefix__isnull=False):
-            node.revoke_token()
-            record(actor=request.user, action="node.revoke_token", obj=node)
-            count += 1
+        with transaction.atomic():
+            for node in queryset.filter(token_revoked_at__isnull=True,
+                                        token_prefix__isnull=False):
+                before = snapshot(node)
+                node.revoke_token()
+                record(actor=request.user, action="node.revoke_token", obj=node, before=before,
+                       after=snapshot(node))
+                count += 1
         self.message_user(request, f"Revoked {count} node token(s).", messages.SUCCESS)
+
+    @admin.action(description="Drain selected nodes (no new workflows; running ones finish)",
+                  permissions=["change"])
+    def drain_nodes(self, request: HttpRequest, queryset: Any) -> None:
+        count = 0
+        with transaction.atomic():
+            for node in queryset.filter(drained_at__isnull=True):
+                before = snapshot(node)
+                node.drain()
+                record(actor=request.user, action="node.drain", obj=node, before=before,
+                       after=snapshot(node))
+                count += 1
+        self.message_user(request, f"Draining {count} node(s).", messages.SUCCESS)

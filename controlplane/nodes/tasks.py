@@ -27,6 +27,10 @@ def sweep_stale_nodes() -> list[str]:
     # Re-apply the staleness filter in the UPDATE: a heartbeat that lands in between wins.
     Node.stale(timeout).filter(pk__in=candidates).update(status=NodeStatus.DOWN)
     marked = list(Node.objects.filter(pk__in=candidates, status=NodeStatus.DOWN))
+    if marked:
+        from controlplane.policies.rollout import settle_open_rollouts
+
+        settle_open_rollouts()  # their pending answers to activations no longer count
     layer = get_channel_layer()
     for node in marked:
         if layer is not None:
@@ -36,9 +40,9 @@ def sweep_stale_nodes() -> list[str]:
 
 @shared_task(name="controlplane.nodes.tasks.rebalance_workflows")
 def rebalance_workflows() -> list[str]:
-    """One work-stealing round (active batching policy); returns "workflow:source->target"."""
+    """One work-stealing round (active routing policy); returns "workflow:source->target"."""
     from controlplane.gateway.rebalance import rebalance_homes
-    from controlplane.gateway.views import directory, routing_state
+    from controlplane.gateway.runtime import directory, routing_state
 
     moves = rebalance_homes(directory, routing_state())
     return [f"{m.workflow_id}:{m.source}->{m.target}" for m in moves]

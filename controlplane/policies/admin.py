@@ -30,9 +30,14 @@ class PolicyForm(forms.ModelForm):
 
 @admin.register(Policy)
 class PolicyAdmin(AuditedModelAdmin):
-    """Policy configurations. Params are validated with the plugin's own schema on save."""
+    """Policy configurations. Params are validated with the plugin's own schema on save.
+
+    Adding and deleting (an unused configuration: activations protect theirs) are audited by
+    AuditedModelAdmin, activation by ``activate_policy``; a saved configuration is immutable.
+    """
 
     audit_name = "policy"
+    audited_actions = ("activate_cluster_wide",)  # activate_policy writes policy.activate
     form = PolicyForm
     list_display = ("__str__", "kind", "plugin_name", "version", "plugin_version", "params",
                     "created_by", "created_at")
@@ -65,15 +70,18 @@ class PolicyAdmin(AuditedModelAdmin):
 
 
 @admin.register(PolicyActivation)
-class PolicyActivationAdmin(admin.ModelAdmin):
-    """The activation history per kind and scope; read-only, with a one-step rollback."""
+class PolicyActivationAdmin(AuditedModelAdmin):
+    """The activation history per kind; read-only, with a one-step rollback (``rollback``
+    writes the policy.rollback AuditEvent)."""
 
-    list_display = ("activated_at", "kind", "scope_key", "policy", "actor", "is_rollback",
+    audit_name = "policyactivation"
+    audited_actions = ("rollback_kinds",)
+    list_display = ("activated_at", "kind", "policy", "actor", "is_rollback", "rollout",
                     "previous", "reason")
-    list_filter = ("kind", "scope", "is_rollback", "tenant")
+    list_filter = ("kind", "is_rollback", "rollout")
     search_fields = ("actor", "reason", "policy__plugin_name")
-    list_select_related = ("policy", "previous__policy", "tenant")
-    actions = ["rollback_scope"]
+    list_select_related = ("policy", "previous__policy")
+    actions = ["rollback_kinds"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -87,15 +95,14 @@ class PolicyActivationAdmin(admin.ModelAdmin):
     def has_rollback_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("policies.add_policyactivation")
 
-    @admin.action(description="Roll back these kinds/scopes to their previous policy",
+    @admin.action(description="Roll back these kinds to their previous policy",
                   permissions=["rollback"])
-    def rollback_scope(self, request: HttpRequest, queryset: Any) -> None:
-        scopes = {(a.kind, a.scope, a.tenant_id): a.tenant for a in queryset}
-        for (kind, scope, _tenant_id), tenant in scopes.items():
+    def rollback_kinds(self, request: HttpRequest, queryset: Any) -> None:
+        for kind in sorted({a.kind for a in queryset}):
             try:
-                activation = rollback(kind, actor=request.user, scope=scope, tenant=tenant)
+                activation = rollback(kind, actor=request.user)
             except ActivationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.message_user(request, f"Rolled back {kind} ({activation.scope_key}) to "
-                                           f"{activation.policy}.", messages.SUCCESS)
+                self.message_user(request, f"Rolled back {kind} to {activation.policy}.",
+                                  messages.SUCCESS)

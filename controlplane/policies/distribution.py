@@ -1,6 +1,7 @@
 """Getting activations to node agents: the messages, the broadcast, and the acknowledgements.
 
-The control plane pushes each cluster-scope activation to every connected node (channel-layer
+The control plane pushes each activation of a node kind (eviction, admission, fairness; routing
+is the gateway's) to every connected node (channel-layer
 group ``nodes``) once the activation's transaction commits, and sends the full set when a node
 (re)registers, so a node that was offline during a swap converges on reconnect. Nodes answer with
 ``policy.ack`` frames, recorded in ``NodePolicyState``.
@@ -14,8 +15,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from controlplane.nodes.models import Node, NodePolicyState, NodeStatus, PolicyApplyStatus
-from controlplane.policies.models import ActivationScope, PolicyActivation, PolicyKind
+from controlplane.nodes.models import Node, NodePolicyState, PolicyApplyStatus
+from controlplane.policies import rollout
+from controlplane.policies.models import GATEWAY_KINDS, PolicyActivation, PolicyKind
 
 NODES_GROUP = "nodes"
 
@@ -33,15 +35,13 @@ def policy_message(activation: PolicyActivation) -> dict[str, Any]:
 
 
 def current_cluster_policies() -> list[dict[str, Any]]:
-    """The active cluster-scope activation of each kind, as policy messages."""
+    """The activation in force of each node kind, as policy messages (a failed activation,
+    which every node refused, is never sent; routing stays with the gateway)."""
     messages = []
     for kind in PolicyKind.values:
-        head = (
-            PolicyActivation.objects.filter(kind=kind, scope_key="cluster")
-            .select_related("policy")
-            .order_by("-id")
-            .first()
-        )
+        if kind in GATEWAY_KINDS:
+            continue
+        head = PolicyActivation.objects.active(kind)
         if head is not None:
             messages.append(policy_message(head))
     return messages
@@ -49,31 +49,41 @@ def current_cluster_policies() -> list[dict[str, Any]]:
 
 def broadcast_on_commit(activation: PolicyActivation) -> None:
     """After commit: mark live nodes pending for the kind, then push the activation to them."""
-    if activation.scope != ActivationScope.CLUSTER:
+    if activation.kind in GATEWAY_KINDS:
         return
 
     def send() -> None:
-        for node in Node.objects.filter(status=NodeStatus.UP):
+        nodes = list(Node.objects.filter(status__in=rollout.LIVE_NODE_STATUSES))
+        for node in nodes:
             NodePolicyState.objects.update_or_create(
                 node=node,
                 kind=activation.kind,
                 defaults={"activation": activation, "status": PolicyApplyStatus.PENDING,
                           "error": ""},
             )
+        rollout.mark_pending(activation, nodes)
         layer = get_channel_layer()
         if layer is not None:
             async_to_sync(layer.group_send)(
                 NODES_GROUP, {"type": "policy.activate", "policy": policy_message(activation)}
             )
+        announce_rollout(activation.pk)
 
     transaction.on_commit(send)
 
 
-def record_ack(node: Node, activation_id: int, kind: str, applied: bool, error: str) -> None:
-    """Store a node's acknowledgement; an ack for an unknown activation is ignored."""
-    activation = PolicyActivation.objects.filter(pk=activation_id, kind=kind).first()
+def record_ack(node: Node, activation_id: int, kind: str, applied: bool, error: str,
+               run_time: bool = False) -> None:
+    """Store a node's acknowledgement; an ack for an unknown activation is ignored. A run-time
+    failure (the policy raised after it was applied) is also recorded as a PolicyFailure."""
+    activation = (PolicyActivation.objects.filter(pk=activation_id, kind=kind)
+                  .select_related("policy").first())
     if activation is None:
         return
+    if run_time:
+        from controlplane.policies.failures import record_node_failure
+
+        record_node_failure(node.name, kind, activation.policy.plugin_name, error)
     NodePolicyState.objects.update_or_create(
         node=node,
         kind=kind,
@@ -83,3 +93,12 @@ def record_ack(node: Node, activation_id: int, kind: str, applied: bool, error: 
             "error": "" if applied else error[:2000],
         },
     )
+    rollout.record_answer(activation, node, applied, error)
+    announce_rollout(activation.pk)
+
+
+def announce_rollout(activation_id: int) -> None:
+    """Tell the console's live pages (cluster, policies) that a rollout moved."""
+    from controlplane.console.events import rollout_changed
+
+    rollout_changed(activation_id)

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "controlplane.policies",
     "controlplane.nodes",
     "controlplane.audit",
+    "controlplane.slo",
+    "controlplane.whatif",
     "frontend",
 ]
 
@@ -98,6 +100,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.finders.PlotlyWheelFinder",  # plotly.min.js from the plotly wheel
+]
 STATIC_ROOT = STATE_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -111,7 +118,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "saga:channels"},
+            # channels_redis blocks in BZPOPMIN for 5 s; redis-py 8's default 5 s socket
+            # timeout aborts that read and crashes every consumer (channels_redis issue 422):
+            # the read timeout must outlast the blocking pop.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30,
+                                  "socket_connect_timeout": 5}],
+                       "prefix": "saga:channels"},
         }
     }
 else:
@@ -139,17 +151,48 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.nodes.tasks.sweep_stale_nodes",
         "schedule": float(NODE_HEARTBEAT_INTERVAL_S),
     },
-    # Work stealing between nodes (saga_rebalance of the active batching policy).
+    # Work stealing between nodes (saga_rebalance of the active routing policy).
     "rebalance-workflows": {
         "task": "controlplane.nodes.tasks.rebalance_workflows",
         "schedule": float(env.get_int("REBALANCE_INTERVAL_S", 2)),
     },
+    # End workflows idle for their template's timeout as abandoned (frees quota, SLO missed).
+    "reap-idle-workflows": {
+        "task": "controlplane.workflows.tasks.reap_idle_workflows",
+        "schedule": float(env.get_int("SAGA_REAP_INTERVAL_S", 30)),
+    },
+    # Per-tenant SLO series: a point per tenant per closed window of every tier.
+    "aggregate-slo-series": {
+        "task": "controlplane.slo.tasks.aggregate_slo_series",
+        "schedule": float(env.get_int("SAGA_SLO_INTERVAL_S", 10)),
+    },
 }
+
+# What-if replays (controlplane.whatif): the Celery queue their tasks go to (empty: Celery's
+# default queue; workers on other machines sharing DATABASE_URL and REDIS_URL take them from it),
+# the longest window a replay may read, and whether they run in this process instead of on
+# workers (saga demo sets it; eager Celery, without REDIS_URL, implies it).
+SAGA_WHATIF_QUEUE = env.get_str("SAGA_WHATIF_QUEUE", "") or ""
+SAGA_WHATIF_MAX_WINDOW_S = env.get_int("SAGA_WHATIF_MAX_WINDOW_S", 7 * 24 * 3600)
+SAGA_WHATIF_IN_PROCESS = env.get_bool("SAGA_WHATIF_IN_PROCESS", False)
+
+# A workflow with no call, tool or state event for this long (and no call in flight) is ended
+# as abandoned; AgentTemplate.idle_timeout_s overrides it per template.
+SAGA_WORKFLOW_IDLE_TIMEOUT_S = env.get_int("SAGA_WORKFLOW_IDLE_TIMEOUT_S", 30 * 60)
+# SLO series tiers, "resolution:retention" in seconds: 10 s points for a day, 5 min for 30 days,
+# 1 h for a year. The first resolution is the aggregation interval (SAGA_SLO_INTERVAL_S).
+SAGA_SLO_INTERVAL_S = env.get_int("SAGA_SLO_INTERVAL_S", 10)
+SAGA_SLO_TIERS = env.get_list("SAGA_SLO_TIERS", [
+    f"{SAGA_SLO_INTERVAL_S}:86400", "300:2592000", "3600:31536000"])
 
 # The gateway authenticates to node agents with this shared key (nodes get it as
 # SAGA_NODE_API_KEY); empty means nodes accept unauthenticated calls (local demo only).
 SAGA_NODE_API_KEY = env.get_str("SAGA_NODE_API_KEY", "") or ""
 GATEWAY_UPSTREAM_READ_TIMEOUT_S = float(env.get_int("GATEWAY_UPSTREAM_READ_TIMEOUT_S", 600))
+# Bearer token Prometheus scrapes /metrics with; unset: loopback clients only.
+SAGA_METRICS_TOKEN = env.get_str("SAGA_METRICS_TOKEN", "") or ""
+# Largest /v1 request body the gateway reads (413 above): 8 MiB holds a 1M-token prompt's text.
+GATEWAY_MAX_BODY_BYTES = env.get_int("GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,

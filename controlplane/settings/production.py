@@ -1,7 +1,8 @@
 """Production settings: every fallback of ``base`` that is only safe on a laptop is refused.
 
 Passes ``manage.py check --deploy`` with no warnings once ``SECRET_KEY``, ``ALLOWED_HOSTS``,
-``DATABASE_URL`` and ``REDIS_URL`` are set (``tests/test_settings.py`` checks it).
+``DATABASE_URL``, ``REDIS_URL`` and ``SAGA_NODE_API_KEY`` are set
+(``tests/controlplane/test_settings.py`` checks it).
 """
 
 from controlplane import env
@@ -16,6 +17,11 @@ if not ALLOWED_HOSTS:
     raise env.ConfigurationError("environment variable ALLOWED_HOSTS is required")
 env.get_str("DATABASE_URL", required=True)
 env.get_str("REDIS_URL", required=True)
+# Node agents accept calls only with this key: without it anyone who reaches a node could send
+# it prompts under any X-Saga-Tenant.
+SAGA_NODE_API_KEY = env.get_str("SAGA_NODE_API_KEY", required=True)
+if len(SAGA_NODE_API_KEY) < 32:  # type: ignore[arg-type]
+    raise env.ConfigurationError("SAGA_NODE_API_KEY must be at least 32 random characters")
 
 # TLS terminates at the load balancer, which sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

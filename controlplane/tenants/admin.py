@@ -8,13 +8,15 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane.admin_audit import AuditedModelAdmin
+from controlplane.admin_audit import AuditedModelAdmin, ReadOnlyAdminMixin
 from controlplane.admin_secrets import show_secret_once
-from controlplane.audit.models import record
+from controlplane.audit.models import record, snapshot
 from controlplane.tenants.models import ApiKey, Tenant
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Keys are created from the API key page, which shows the secret once; read-only here."""
+
     model = ApiKey
     extra = 0
     can_delete = False
@@ -22,12 +24,13 @@ class ApiKeyInline(admin.TabularInline):
     fields = ("name", "display_prefix", "scopes", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # keys are created from the API key page, which shows the secret once
-
 
 @admin.register(Tenant)
 class TenantAdmin(AuditedModelAdmin):
+    """Tenants' fair share, SLO and quotas; every add, edit and delete is audited. Deleting a
+    tenant that has workflows, API keys or policy activations is refused by Django (those
+    admins deny deletion): deactivate it instead."""
+
     audit_name = "tenant"
     list_display = (
         "slug", "name", "weight", "slo_label", "max_concurrent_workflows", "tokens_per_minute",
@@ -49,7 +52,12 @@ class TenantAdmin(AuditedModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedModelAdmin):
+    """API keys: created here (secret shown once), renamed, re-scoped, revoked; all audited.
+    The tenant is fixed once a key exists."""
+
+    audit_name = "apikey"
+    audited_actions = ("revoke_keys",)
     list_display = (
         "display_prefix", "tenant", "name", "scopes", "created_at", "last_used_at", "status",
     )
@@ -59,7 +67,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("display_prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke_keys"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         if obj is None:
             return ["tenant", "name", "scopes", "expires_at"]
         return ["tenant", "name", "display_prefix", "scopes", "expires_at", "created_at",
@@ -79,12 +87,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return "active"
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        with transaction.atomic():
-            if not change:
-                request._saga_issued_secret = obj.assign_new_secret()  # type: ignore[attr-defined]
-            super().save_model(request, obj, form, change)
-            record(actor=request.user, action="apikey.update" if change else "apikey.create",
-                   obj=obj, after={"prefix": obj.prefix, "scopes": obj.scopes})
+        if not change:
+            request._saga_issued_secret = obj.assign_new_secret()  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)  # audited (apikey.create / .update)
 
     def response_add(
         self, request: HttpRequest, obj: ApiKey, post_url_continue: Any = None
@@ -108,8 +113,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: Any) -> None:
         revoked = 0
-        for key in queryset.filter(revoked_at__isnull=True):
-            key.revoke()
-            record(actor=request.user, action="apikey.revoke", obj=key)
-            revoked += 1
+        with transaction.atomic():
+            for key in queryset.filter(revoked_at__isnull=True):
+                before = snapshot(key)
+                key.revoke()
+                record(actor=request.user, action="apikey.revoke", obj=key, before=before,
+                       after=snapshot(key))
+                revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

@@ -1,21 +1,34 @@
+"""Workflows, their calls and tool calls are recorded telemetry: the admin shows them, read-only.
+
+Only an agent template's name and description are editable (audited); its learned execution
+graph statistics are written by the policy layer and shown as read-only JSON.
+"""
+
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from controlplane.admin_audit import AuditedModelAdmin, ReadOnlyAdminMixin, pretty_json
 from controlplane.workflows.models import AgentTemplate, Call, ToolCall, Workflow
 
 
 @admin.register(AgentTemplate)
-class AgentTemplateAdmin(admin.ModelAdmin):
-    list_display = ("name", "description", "aeg_updated_at", "created_at")
+class AgentTemplateAdmin(AuditedModelAdmin):
+    """Name and description are the operator's (audited); the execution graph is learned."""
+
+    audit_name = "agenttemplate"
+    list_display = ("name", "description", "idle_timeout_s", "aeg_updated_at", "created_at")
     search_fields = ("name", "description")
-    readonly_fields = ("aeg_updated_at", "created_at")
+    fields = ("name", "description", "idle_timeout_s", "aeg_stats_display", "aeg_updated_at",
+              "created_at")
+    readonly_fields = ("aeg_stats_display", "aeg_updated_at", "created_at")
+
+    @admin.display(description="Execution graph statistics")
+    def aeg_stats_display(self, obj: AgentTemplate) -> str:
+        return pretty_json(obj.aeg_stats or {})
 
 
-class CallInline(admin.TabularInline):
+class CallInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Call
     extra = 0
     can_delete = False
@@ -23,54 +36,63 @@ class CallInline(admin.TabularInline):
               "first_token_at", "finished_at", "outcome", "finish_reason")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-
-class ToolCallInline(admin.TabularInline):
+class ToolCallInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ToolCall
     extra = 0
     can_delete = False
     fields = ("name", "after_call", "started_at", "ended_at", "expected_duration_s")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
-    """Workflows are created by agents through the API; the admin inspects them."""
+class WorkflowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Workflows are created by agents through the API and moved by the scheduler; the admin
+    inspects them.
+
+    Nothing is editable, and nothing can be added or deleted. Deleting is refused rather than
+    audited: a workflow, its calls and tool calls are the record that tenants' SLO attainment,
+    quotas and the learned execution graphs were computed from, and removing one from the admin
+    would silently rewrite those figures (an audit event would say who did it, not restore what
+    was lost). Because the delete permission is refused here, Django's admin also refuses to
+    delete a tenant whose deletion would cascade to workflows.
+    """
 
     list_display = ("__str__", "tenant", "template", "state", "home_node", "submitted_at",
-                    "tct_s", "slowdown_display", "slo_met")
-    list_filter = ("state", "tenant", "template", "slo_met", "home_node")
+                    "tct_s", "slowdown_display", "slo_status")
+    list_filter = ("state", "tenant", "template", "slo_status", "home_node")
     search_fields = ("external_id", "tenant__slug", "template__name")
     list_select_related = ("tenant", "template", "home_node")
     date_hierarchy = "submitted_at"
-    readonly_fields = ("state", "submitted_at", "started_at", "state_changed_at", "finished_at",
-                       "tct_s", "est_isolated_s", "slo_met")
+    fields = ("tenant", "template", "external_id", "metadata_display", "hints_display", "state",
+              "home_node", "submitted_at", "started_at", "state_changed_at", "finished_at",
+              "tct_s", "est_isolated_s", "slowdown_display", "slo_status", "isolated_basis",
+              "recompute_tokens", "aeg_learned")
+    readonly_fields = fields
     inlines = [CallInline, ToolCallInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # agents submit workflows (REST API, gateway); the admin inspects them
 
     @admin.display(description="Slowdown")
     def slowdown_display(self, obj: Workflow) -> str:
         return "-" if obj.slowdown is None else f"{obj.slowdown:.2f}x"
 
+    @admin.display(description="Metadata")
+    def metadata_display(self, obj: Workflow) -> str:
+        return pretty_json(obj.metadata)
+
+    @admin.display(description="Hints")
+    def hints_display(self, obj: Workflow) -> str:
+        return pretty_json(obj.hints)
+
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Calls are recorded by the gateway; read-only."""
+
     list_display = ("__str__", "node", "prompt_tokens", "cached_tokens", "output_tokens",
                     "queued_at", "ttft_display", "latency_display", "outcome")
     list_filter = ("outcome", "node", "workflow__tenant")
     search_fields = ("workflow__external_id",)
     list_select_related = ("workflow", "node")
-    raw_id_fields = ("workflow",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # calls are recorded by the gateway
 
     @admin.display(description="TTFT (s)")
     def ttft_display(self, obj: Call) -> str:
@@ -82,14 +104,12 @@ class CallAdmin(admin.ModelAdmin):
 
 
 @admin.register(ToolCall)
-class ToolCallAdmin(admin.ModelAdmin):
+class ToolCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Tool calls are recorded from agents' events; read-only."""
+
     list_display = ("__str__", "name", "started_at", "ended_at", "duration_display")
     list_filter = ("name", "workflow__tenant")
     search_fields = ("name", "workflow__external_id")
-    raw_id_fields = ("workflow", "after_call")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # tool calls are recorded from agents' events
 
     @admin.display(description="Duration (s)")
     def duration_display(self, obj: ToolCall) -> str:

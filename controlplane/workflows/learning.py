@@ -13,6 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.console.events import template_learned
 from controlplane.workflows.models import AgentTemplate, CallOutcome, Workflow
 from plugins.aeg import AEGRegistry
 from plugins.views import WorkflowEvent
@@ -62,6 +63,7 @@ def learn(workflow: Workflow) -> dict[str, object]:
         template.aeg_updated_at = timezone.now()
         template.save(update_fields=["aeg_stats", "aeg_updated_at"])
         transaction.on_commit(lambda: _announce(template.name))
+        template_learned(template.name)  # the console's template page
     return template.aeg_stats
 
 

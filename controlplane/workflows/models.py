@@ -32,6 +32,11 @@ class AgentTemplate(models.Model):
         help_text="Agent Execution Graph statistics, written by the policy layer.",
     )
     aeg_updated_at = models.DateTimeField(null=True, blank=True)
+    idle_timeout_s = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="End this template's workflows as abandoned after this many seconds without "
+        "a call or tool event; empty = the cluster default (SAGA_WORKFLOW_IDLE_TIMEOUT_S).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -39,6 +44,16 @@ class AgentTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SloStatus(models.TextChoices):
+    """How a finished workflow stands against its tenant's SLO (``Workflow.slo_status``)."""
+
+    OPEN = "", "Not finished"
+    MET = "met", "Met"
+    MISSED = "missed", "Missed"
+    UNEVALUABLE = "unevaluable", "Unevaluable (no isolated estimate)"
+    EXCLUDED = "excluded", "Not counted (failed or cancelled)"
 
 
 class Workflow(models.Model):
@@ -71,15 +86,47 @@ class Workflow(models.Model):
         null=True, blank=True, help_text="Estimated completion time had it run alone, seconds."
     )
     slo_met = models.BooleanField(null=True, blank=True)
+    slo_status = models.CharField(
+        max_length=16, choices=SloStatus.choices, default=SloStatus.OPEN, blank=True,
+        editable=False,
+        help_text="met / missed (abandoned workflows too) / unevaluable (no isolated estimate: a "
+        "node's profile is unknown) / excluded (failed, cancelled); never counted as met unless "
+        "the slowdown was evaluated.",
+    )
+    isolated_basis = models.CharField(
+        max_length=300, blank=True, editable=False,
+        help_text="What the isolated estimate was computed from, or why there is none.",
+    )
+    recompute_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="Prompt tokens the workflow had computed before that its nodes computed again "
+        "(its own previous context, not served from cache).",
+    )
     aeg_learned = models.BooleanField(
         default=False, editable=False, help_text="Fed into its template's execution graph."
     )
+    # What routing's WorkflowView needs, kept as calls finish (plugins.views: service_s,
+    # isolated_s, context_tokens), so routing reads one row, not the workflow's calls.
+    service_s = models.FloatField(
+        default=0.0, editable=False,
+        help_text="Engine seconds its calls received, as their nodes reported them.")
+    calls_isolated_s = models.FloatField(
+        default=0.0, editable=False,
+        help_text="Isolated seconds of its completed calls (the SLO formula's per-call term).")
+    calls_wall_s = models.FloatField(
+        default=0.0, editable=False,
+        help_text="Seconds its finished calls took, queued to finished (the rest of its life "
+        "is its agent's own time).")
+    context_tokens = models.PositiveIntegerField(
+        default=0, editable=False,
+        help_text="Prompt plus output tokens of its last completed call.")
 
     class Meta:
         ordering = ["-submitted_at"]
         indexes = [
             models.Index(fields=["tenant", "state"]),
             models.Index(fields=["state", "submitted_at"]),
+            models.Index(fields=["finished_at"], name="workflow_finished_at"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -131,12 +178,35 @@ class Workflow(models.Model):
                 raise IllegalTransition(self, current, target)
         for field, value in changes.items():
             setattr(self, field, value)
+        from controlplane.console.events import workflow_changed
+
+        workflow_changed(self.pk)  # the console's live pages, once committed
 
     def _completion_fields(self, target: str, now: datetime) -> dict[str, object]:
+        """TCT, isolated time and SLO status of a workflow ending now (``controlplane.slo.
+        isolated``: the isolated time comes from its recorded calls; a workflow without any keeps
+        an estimate it was given)."""
+        from controlplane.slo.isolated import estimate
+
         tct = (now - self.submitted_at).total_seconds()
         fields: dict[str, object] = {"finished_at": now, "tct_s": tct}
-        if target == WorkflowState.COMPLETED and self.est_isolated_s:
-            fields["slo_met"] = tct / self.est_isolated_s <= self.tenant.slo_slowdown
+        found = estimate(self, now)
+        isolated = found.seconds
+        if found.calls == 0 and isolated is None:
+            isolated = self.est_isolated_s
+        fields.update(est_isolated_s=isolated, isolated_basis=found.basis[:300],
+                      recompute_tokens=found.recompute_tokens)
+        if target == WorkflowState.COMPLETED:
+            if isolated:
+                met = tct / isolated <= self.tenant.slo_slowdown
+                fields.update(slo_met=met, slo_status=SloStatus.MET if met else SloStatus.MISSED)
+            else:
+                fields.update(slo_met=None, slo_status=SloStatus.UNEVALUABLE)
+        elif target == WorkflowState.ABANDONED:
+            # it never completed: no TCT, and a task the agent gave up on missed its SLO
+            fields.update(tct_s=None, slo_met=False, slo_status=SloStatus.MISSED)
+        else:
+            fields.update(slo_met=None, slo_status=SloStatus.EXCLUDED)
         return fields
 
 
@@ -146,6 +216,14 @@ class CallOutcome(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
     NODE_LOST = "node_lost", "Node lost (retryable)"
+    INTERRUPTED = "interrupted", "Interrupted (its gateway process stopped)"
+
+
+TERMINAL_OUTCOMES: frozenset[str] = frozenset(
+    {CallOutcome.COMPLETED, CallOutcome.FAILED, CallOutcome.CANCELLED, CallOutcome.NODE_LOST,
+     CallOutcome.INTERRUPTED}
+)
+"""Every call ends in exactly one of these; ``pending`` means a gateway process still holds it."""
 
 
 class Call(models.Model):
@@ -170,9 +248,26 @@ class Call(models.Model):
     )
     finish_reason = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
+    service_s = models.FloatField(
+        null=True, blank=True, help_text="Engine seconds the call received (its node's report).")
+    isolated_s = models.FloatField(
+        null=True, blank=True,
+        help_text="Seconds it would take alone on an idle node of its node's profile.")
+    gateway = models.CharField(
+        max_length=64, blank=True, editable=False,
+        help_text="The gateway process that holds the call while it is pending (reconciliation "
+        "closes the pending calls of a process that is gone).",
+    )
 
     class Meta:
         ordering = ["workflow", "seq"]
+        indexes = [
+            models.Index(fields=["gateway"], condition=Q(outcome="pending"),
+                         name="call_pending_by_gateway"),
+            # the SLO series and /metrics read calls by when they ended and were routed
+            models.Index(fields=["finished_at"], name="call_finished_at"),
+            models.Index(fields=["queued_at"], name="call_queued_at"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["workflow", "seq"], name="call_seq_unique"),
             models.CheckConstraint(

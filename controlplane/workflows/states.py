@@ -6,11 +6,15 @@ is legal::
 
     submitted ──> running <──> waiting_tool
         │            │              │
-        └────────────┴──────────────┴──> completed | failed | cancelled   (terminal)
+        └────────────┴──────────────┴──> completed | failed | cancelled | abandoned  (terminal)
 
-A workflow is ``running`` while one of its LLM calls is queued or served and ``waiting_tool``
-while its agent runs a tool; the scheduler cares about the difference because a waiting workflow
-holds KV cache it will reuse and can be moved between nodes cheaply.
+A workflow is ``running`` while one of its LLM calls is queued or served (or its agent thinks
+between calls) and ``waiting_tool`` while its agent runs a tool; the scheduler cares about the
+difference because a waiting workflow holds KV cache it will reuse and can be moved between
+nodes cheaply. ``abandoned``: nothing happened for the idle timeout of its template
+(``AgentTemplate.idle_timeout_s``, default ``SAGA_WORKFLOW_IDLE_TIMEOUT_S``) and no call was in
+flight, so the reaper (``controlplane.workflows.lifecycle``) ended it: its quota slot is free,
+its home node is told (``workflow_end`` with outcome ``abandoned``) and it counts as SLO missed.
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ class WorkflowState(models.TextChoices):
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    ABANDONED = "abandoned", "Abandoned (idle timeout)"
 
 
 TERMINAL_STATES: frozenset[str] = frozenset(
-    {WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED}
+    {WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED,
+     WorkflowState.ABANDONED}
 )
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     WorkflowState.SUBMITTED: frozenset(
-        {WorkflowState.RUNNING, WorkflowState.FAILED, WorkflowState.CANCELLED}
+        {WorkflowState.RUNNING, WorkflowState.FAILED, WorkflowState.CANCELLED,
+         WorkflowState.ABANDONED}
     ),
     WorkflowState.RUNNING: frozenset(
         {WorkflowState.WAITING_TOOL} | TERMINAL_STATES
@@ -42,6 +49,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     WorkflowState.COMPLETED: frozenset(),
     WorkflowState.FAILED: frozenset(),
     WorkflowState.CANCELLED: frozenset(),
+    WorkflowState.ABANDONED: frozenset(),
 }
 
 

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import transaction
 
 from controlplane.workflows.learning import learn, learned_once
+from controlplane.workflows.lifecycle import reap_idle
 from controlplane.workflows.models import Workflow
 
 
@@ -21,3 +22,10 @@ def learn_from_workflow(workflow_id: int) -> bool:
             return False
         learn(Workflow.objects.select_related("tenant", "template").get(pk=workflow_id))
     return True
+
+
+@shared_task(name="controlplane.workflows.tasks.reap_idle_workflows")
+def reap_idle_workflows() -> list[int]:
+    """End workflows idle past their template's timeout as ``abandoned``; returns their ids
+    (``controlplane.workflows.lifecycle``)."""
+    return reap_idle()

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_catalogue_lists_every_installed_policy_with_its_schema(admin_api: ApiClient) -> None:
     entries = admin_api.get("/api/admin/policies/catalogue").json()
     names = {(e["kind"], e["name"]) for e in entries}
-    assert {("eviction", "aeg"), ("batching", "saga"), ("fairness", "afs"),
-            ("eviction", "lru"), ("batching", "session-affinity"), ("fairness", "fcfs")} <= names
+    assert {("eviction", "aeg"), ("routing", "saga"), ("admission", "saga"), ("fairness", "afs"),
+            ("eviction", "lru"), ("routing", "session-affinity"), ("admission", "priority"),
+            ("fairness", "fcfs")} <= names
     ttl = next(e for e in entries if e["name"] == "ttl")
     assert "ttl_s" in ttl["params_schema"]["properties"]
 
@@ -78,5 +79,5 @@ def test_staff_sessions_need_csrf_for_changes(staff_client: Client) -> None:
     response = staff_client.post("/api/admin/policies/activate",
                                  {"kind": "eviction", "name": "lru"},
                                  content_type="application/json")
-    assert response.status_code == 403
+    assert_error(response, 403, "csrf_failed", "X-CSRFToken")
     assert not PolicyActivation.objects.exists()

@@ -49,7 +49,9 @@ def test_node_registration_rotation_and_drain(admin_api: ApiClient) -> None:
     assert "token" not in admin_api.get("/api/admin/nodes/gpu-7").json()
     rotated = admin_api.post("/api/admin/nodes/gpu-7/rotate-token").json()["token"]
     assert Node.authenticate(token) is None and Node.authenticate(rotated) is not None
-    assert admin_api.post("/api/admin/nodes/gpu-7/drain").json()["status"] == "draining"
+    assert admin_api.post("/api/admin/nodes/gpu-7/drain").json()["drained"] is True
+    assert Node.objects.get(name="gpu-7").drained_at is not None
+    assert admin_api.post("/api/admin/nodes/gpu-7/undrain").json()["drained"] is False
     assert admin_api.post("/api/admin/nodes/gpu-7/revoke-token").json()["token_revoked"]
     assert Node.authenticate(rotated) is None
-    assert_error(admin_api.post("/api/admin/nodes", {"name": "gpu-7"}), 422, "invalid", "name")
+    assert_error(admin_api.post("/api/admin/nodes", {"name": "gpu-7"}), 409, "conflict", "name")

@@ -24,12 +24,14 @@ def test_a_revoked_key_gets_401(tenant: Tenant) -> None:
     assert_error(ApiClient(secret).get("/api/workflows"), 401, "unauthenticated")
 
 
-def test_a_key_without_the_workflows_scope_gets_401(tenant: Tenant) -> None:
+def test_a_key_without_the_workflows_scope_gets_403(tenant: Tenant) -> None:
+    """A valid key lacking the scope is forbidden (403), not unauthenticated (401)."""
     _key, secret = ApiKey.issue(tenant, "gateway", scopes=["inference"])
-    assert_error(ApiClient(secret).get("/api/workflows"), 401, "unauthenticated")
+    assert_error(ApiClient(secret).get("/api/workflows"), 403, "forbidden", "Authorization")
 
 
 def test_tenant_keys_cannot_reach_admin_endpoints(api: ApiClient) -> None:
-    assert_error(api.get("/api/admin/tenants"), 401, "unauthenticated")
+    assert_error(api.get("/api/admin/tenants"), 403, "forbidden", "Authorization")
     assert_error(api.post("/api/admin/policies/activate",
-                          {"kind": "eviction", "name": "lru"}), 401, "unauthenticated")
+                          {"kind": "eviction", "name": "lru"}), 403, "forbidden",
+                 "Authorization")

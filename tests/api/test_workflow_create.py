@@ -40,8 +40,8 @@ def test_duplicate_external_ids_are_refused_per_tenant(
     api: ApiClient, other_api: ApiClient
 ) -> None:
     assert api.post("/api/workflows", {"template": "swe", "external_id": "t1"}).status_code == 201
-    assert_error(api.post("/api/workflows", {"template": "swe", "external_id": "t1"}), 422,
-                 "invalid")
+    assert_error(api.post("/api/workflows", {"template": "swe", "external_id": "t1"}), 409,
+                 "conflict", "external_id")
     # another tenant may use the same external id
     assert other_api.post("/api/workflows",
                           {"template": "swe", "external_id": "t1"}).status_code == 201

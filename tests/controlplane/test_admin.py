@@ -35,7 +35,8 @@ def tenant() -> Tenant:
 
 MODELS = ["tenants/tenant", "tenants/apikey", "workflows/agenttemplate", "workflows/workflow",
           "workflows/call", "workflows/toolcall", "policies/policy", "policies/policyactivation",
-          "nodes/node", "audit/auditevent"]
+          "nodes/node", "audit/auditevent", "auth/user", "auth/group",
+          "django_celery_beat/periodictask", "django_celery_beat/intervalschedule"]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -129,9 +130,16 @@ def test_policy_activation_and_rollback_from_the_admin(admin_client: Client) -> 
     head = PolicyActivation.objects.order_by("-id").first()
     assert head is not None and head.policy == ttl and head.actor == "root"
     admin_client.post("/admin/policies/policyactivation/", {
-        "action": "rollback_scope", "_selected_action": [head.pk]})
+        "action": "rollback_kinds", "_selected_action": [head.pk]})
     latest = PolicyActivation.objects.order_by("-id").first()
     assert latest is not None and latest.policy == lru and latest.is_rollback
+    assert AuditEvent.objects.filter(action="policy.create").count() == 1  # the admin's add
+    assert AuditEvent.objects.filter(action="policy.activate").count() == 2
+    rolled_back = AuditEvent.objects.get(action="policy.rollback")
+    assert rolled_back.actor == "root" and rolled_back.object_id == str(latest.pk)
+    # The actions write their own events; the admin adds no generic duplicates.
+    assert not AuditEvent.objects.filter(action__in=["policy.activate_cluster_wide",
+                                                     "policyactivation.rollback_kinds"]).exists()
 
 
 def test_staff_without_permission_cannot_activate(tenant: Tenant) -> None:

@@ -62,7 +62,7 @@ def test_demo_setup_on_embedded_defaults(tmp_path: Path) -> None:
         "SELECT a.kind, p.plugin_name FROM policies_policyactivation a "
         "JOIN policies_policy p ON p.id = a.policy_id"
     ))
-    assert active == {"eviction": "aeg", "batching": "saga", "fairness": "afs"}
+    assert active == {"eviction": "aeg", "routing": "saga", "admission": "saga", "fairness": "afs"}
 
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from controlplane.audit.models import AuditEvent
+from controlplane.policies.distribution import current_cluster_policies
 from controlplane.policies.models import Policy, PolicyActivation
 from controlplane.policies.services import (
     ActivationError,
@@ -17,7 +18,6 @@ from controlplane.policies.services import (
     current_activation,
     rollback,
 )
-from controlplane.tenants.models import Tenant
 
 
 def make_policy(kind: str, name: str, params: dict | None = None) -> Policy:
@@ -85,24 +85,20 @@ class TestActivation:
         with pytest.raises(ActivationError):
             rollback("eviction", actor="carol")
 
-    def test_tenant_scopes_have_their_own_chains(self) -> None:
-        tenant = Tenant.objects.create(slug="acme", name="Acme")
-        afs, vtc = make_policy("fairness", "afs"), make_policy("fairness", "vtc")
-        activate_policy(afs, actor="a")
-        scoped = activate_policy(vtc, actor="a", scope="tenant", tenant=tenant)
-        assert scoped.scope_key == f"tenant:{tenant.pk}" and scoped.previous is None
-        assert current_activation("fairness").policy == afs
-        assert current_activation("fairness", "tenant", tenant).policy == vtc
-
-    def test_scope_and_tenant_must_agree(self) -> None:
-        with pytest.raises(ValidationError, match="tenant"):
-            activate_policy(make_policy("fairness", "afs"), actor="a", scope="tenant")
+    def test_a_routing_activation_is_the_gateways_and_applied_at_once(self) -> None:
+        activation = activate_policy(make_policy("routing", "least-loaded"), actor="a")
+        assert activation.rollout == "applied" and activation.rollout_settled_at is not None
+        assert not activation.node_rollouts.exists()  # no node is asked to answer for it
+        node_kinds = {m["kind"] for m in current_cluster_policies()}
+        assert "routing" not in node_kinds
+        activate_policy(make_policy("admission", "saga"), actor="a")
+        assert {m["kind"] for m in current_cluster_policies()} == node_kinds | {"admission"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_activations_never_fork_the_history() -> None:
     """Eight admins activate at once: every success extends one linear chain."""
-    policies = [make_policy("batching", name) for name in
+    policies = [make_policy("routing", name) for name in
                 ("round-robin", "least-loaded", "session-affinity", "saga")] * 2
     activate_policy(policies[0], actor="seed")
     barrier = threading.Barrier(len(policies))
@@ -124,7 +120,7 @@ def test_concurrent_activations_never_fork_the_history() -> None:
     for t in threads:
         t.join()
 
-    chain = list(PolicyActivation.objects.filter(kind="batching").order_by("id"))
+    chain = list(PolicyActivation.objects.filter(kind="routing").order_by("id"))
     assert len(chain) == 1 + outcomes.count("ok")
     for earlier, later in zip(chain, chain[1:], strict=False):
         assert later.previous_id == earlier.pk  # linear: each link points at the one before

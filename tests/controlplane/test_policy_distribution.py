@@ -68,28 +68,28 @@ async def test_a_swap_reaches_every_node_and_each_ack_is_recorded(redis_url: str
     for comm in nodes.values():
         assert (await comm.receive_json_from(timeout=5))["type"] == "policy.sync"
 
-    activation = await activate("batching", "least-loaded")
+    activation = await activate("admission", "lpm")
     for comm in nodes.values():
         frame = await comm.receive_json_from(timeout=5)
         assert frame["type"] == "policy"
         assert frame["policy"]["activation_id"] == activation.pk
-        assert frame["policy"]["name"] == "least-loaded"
+        assert frame["policy"]["name"] == "lpm"
     pending = await states()
-    assert pending[("a", "batching")][0] == PolicyApplyStatus.PENDING
+    assert pending[("a", "admission")][0] == PolicyApplyStatus.PENDING
 
     await nodes["a"].send_json_to({"type": "policy.ack", "activation_id": activation.pk,
-                                   "kind": "batching", "applied": True})
+                                   "kind": "admission", "applied": True})
     await nodes["b"].send_json_to({"type": "policy.ack", "activation_id": activation.pk,
-                                   "kind": "batching", "applied": False,
-                                   "error": "ValueError in saga_route_call; kept round-robin"})
+                                   "kind": "admission", "applied": False,
+                                   "error": "ValueError in saga_admission_order; kept priority"})
     for comm in nodes.values():  # a heartbeat round-trip orders the ack before the assertions
         await comm.send_json_to({"type": "heartbeat"})
         assert (await comm.receive_json_from(timeout=5))["type"] == "heartbeat.ack"
 
     recorded = await states()
-    assert recorded[("a", "batching")] == (PolicyApplyStatus.APPLIED, activation.pk, "")
-    status, activation_id, error = recorded[("b", "batching")]
+    assert recorded[("a", "admission")] == (PolicyApplyStatus.APPLIED, activation.pk, "")
+    status, activation_id, error = recorded[("b", "admission")]
     assert (status, activation_id) == (PolicyApplyStatus.REJECTED, activation.pk)
-    assert "kept round-robin" in error
+    assert "kept priority" in error
     for comm in nodes.values():
         await comm.disconnect()

@@ -66,7 +66,8 @@ def test_the_test_run_uses_real_postgres_and_redis(settings: pytest.FixtureReque
 
 def _manage(args: list[str], extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
-             if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"}}
+             if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG",
+                          "SAGA_NODE_API_KEY"}}
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True,
         env={**clean, **extra_env}, timeout=120,
@@ -79,6 +80,7 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "saga.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SAGA_NODE_API_KEY": "n0de-key-" + "Zq7" * 12,
 }
 
 
@@ -91,13 +93,20 @@ def test_production_settings_pass_check_deploy_without_warnings() -> None:
 @pytest.mark.parametrize(
     ("missing", "message"),
     [("SECRET_KEY", "SECRET_KEY is required"), ("ALLOWED_HOSTS", "ALLOWED_HOSTS is required"),
-     ("DATABASE_URL", "DATABASE_URL is required"), ("REDIS_URL", "REDIS_URL is required")],
+     ("DATABASE_URL", "DATABASE_URL is required"), ("REDIS_URL", "REDIS_URL is required"),
+     ("SAGA_NODE_API_KEY", "SAGA_NODE_API_KEY is required")],
 )
 def test_production_refuses_to_start_without_its_settings(missing: str, message: str) -> None:
     partial = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
     result = _manage(["check"], partial)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_production_refuses_a_short_node_api_key() -> None:
+    result = _manage(["check"], {**PRODUCTION_ENV, "SAGA_NODE_API_KEY": "short"})
+    assert result.returncode != 0
+    assert "SAGA_NODE_API_KEY must be at least 32 random characters" in result.stderr
 
 
 def test_production_refuses_a_development_secret_key() -> None:

@@ -26,6 +26,7 @@ EXPECTED_EDGES = {
     ("running", "cancelled"),
     ("waiting_tool", "running"), ("waiting_tool", "completed"), ("waiting_tool", "failed"),
     ("waiting_tool", "cancelled"),
+    ("submitted", "abandoned"), ("running", "abandoned"), ("waiting_tool", "abandoned"),
 }
 
 

@@ -16,10 +16,11 @@ def cluster(transactional_db: None, redis_url: str, settings: Any) -> Iterator[d
     """A control plane with two simulated nodes; the gateway at <url>/v1."""
     import redis
 
-    redis.Redis.from_url(redis_url).delete("saga:inflight")
+    redis.Redis.from_url(redis_url).ping()
     settings.SAGA_NODE_API_KEY = NODE_KEY
-    from controlplane.gateway import views
+    from controlplane.gateway import runtime as views
 
+    views.routing_state().clear()
     views.directory.refresh(force=True)
     with serve_control_plane() as url:
         nodes = [NodeProcess(url, f"gpu-{i}", api_key=NODE_KEY).start() for i in range(2)]

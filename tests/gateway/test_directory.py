@@ -24,14 +24,14 @@ def test_directory_follows_nodes_policies_and_learned_graphs() -> None:
     [entry] = directory.nodes_for("m")
     assert entry.name == "up" and entry.view.queue_delay_s == 2.5
     assert entry.view.kv_free_tokens == 60
-    assert directory.manager.active()["batching"].name == "saga"
+    assert directory.manager.active()["routing"].name == "saga"
 
-    policy = Policy(kind="batching", plugin_name="least-loaded", params={})
+    policy = Policy(kind="routing", plugin_name="least-loaded", params={})
     policy.full_clean()
     policy.save()
     activate_policy(policy, actor="test")
     AgentTemplate.objects.create(name="swe-agent", aeg_stats=_learned_graph("swe-agent"),
                                  aeg_updated_at="2026-01-01T00:00:00Z")
     directory.refresh(force=True)
-    assert directory.manager.active()["batching"].name == "least-loaded"
+    assert directory.manager.active()["routing"].name == "least-loaded"
     assert directory.manager.aeg.to_json("swe-agent")["workflows_seen"] == 1

@@ -152,7 +152,7 @@ def test_tokens_per_minute_quota_gives_429_with_retry_after(cluster: dict[str, A
 def test_a_failing_node_gives_a_retryable_error_and_a_node_lost_call(
     cluster: dict[str, Any]
 ) -> None:
-    from controlplane.gateway import views
+    from controlplane.gateway import runtime as views
     from controlplane.nodes.models import Node
     from tests.live import free_port
 

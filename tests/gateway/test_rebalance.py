@@ -1,14 +1,14 @@
-"""Live work stealing: the active batching policy moves homes of waiting workflows off a
-backlogged node (Redis homes and Workflow.home_node); other policies never move anything."""
+"""Live work stealing: the active routing policy moves homes of waiting workflows off a
+backlogged node (Workflow.home_node, the one store of homes); other policies never move
+anything."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-import redis
 
-from controlplane.gateway import views
+from controlplane.gateway import runtime as views
 from controlplane.nodes.models import Node, NodeStatus
 from controlplane.nodes.tasks import rebalance_workflows
 from controlplane.policies.models import Policy
@@ -39,14 +39,13 @@ def waiting_workflows(home: Node, count: int) -> list[Workflow]:
         Call.objects.create(workflow=wf, seq=0, node=home, prompt_tokens=2000 + i,
                             output_tokens=100, outcome=CallOutcome.COMPLETED)
         wf.transition_to(WorkflowState.WAITING_TOOL)
-        views.routing_state().set_home(str(wf.pk), home.name)
         out.append(wf)
     return out
 
 
 @pytest.fixture(autouse=True)
 def _fresh_directory(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    redis.Redis.from_url(redis_url).delete(*[f"saga:home:{i}" for i in range(1, 200)])
+    views.routing_state().clear()
     monkeypatch.setattr(views, "directory", type(views.directory)())
 
 
@@ -57,10 +56,9 @@ def test_saga_steals_waiting_workflows_from_a_backlogged_node(settings: Any) -> 
     assert moves and all(m.endswith("gpu-hot->gpu-idle") for m in moves)
     moved = {int(m.split(":")[0]) for m in moves}
     for wf in workflows:
-        home = views.routing_state().home(str(wf.pk))
         wf.refresh_from_db()
         expected = idle if wf.pk in moved else hot
-        assert home == expected.name and wf.home_node_id == expected.pk
+        assert wf.home_node_id == expected.pk
 
 
 def test_no_move_when_load_is_balanced() -> None:
@@ -71,7 +69,7 @@ def test_no_move_when_load_is_balanced() -> None:
 
 
 def test_request_level_policies_never_move_workflows() -> None:
-    policy = Policy(kind="batching", plugin_name="session-affinity", params={})
+    policy = Policy(kind="routing", plugin_name="session-affinity", params={})
     policy.full_clean()
     policy.save()
     activate_policy(policy, actor="test")

@@ -28,9 +28,10 @@ DEMO_TEMPLATES = (
     ("webarena", "WebArena-style browser agent"),
     ("claude-code", "Claude Code sessions (Weka traces)"),
 )
-# SAGA's defaults (docs/policies.md): AEG eviction, session-affinity batching with work stealing,
-# Agent Fair Share.
-DEMO_POLICIES = (("eviction", "aeg"), ("batching", "saga"), ("fairness", "afs"))
+# SAGA's defaults (docs/policies.md): AEG eviction, session-affinity routing with work stealing,
+# cached-first admission within fairness bands, Agent Fair Share.
+DEMO_POLICIES = (("eviction", "aeg"), ("routing", "saga"), ("admission", "saga"),
+                 ("fairness", "afs"))
 
 
 class Command(BaseCommand):

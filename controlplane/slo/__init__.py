@@ -1,0 +1,1 @@
+"""Live SLO accounting: isolated time of every workflow, per-tenant SLO series, metrics."""
