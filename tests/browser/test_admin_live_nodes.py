@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.browser.support import CHROMIUM_ARGS, chromium
 from tests.live import NodeProcess, serve_control_plane
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def chromium() -> str:
-    """The browser; CI (SAGA_REQUIRE_BROWSER=1) fails without it, a laptop skips."""
-    if CHROMIUM is None:
-        if os.environ.get("SAGA_REQUIRE_BROWSER") == "1":
-            pytest.fail("Chromium is required (apt-get install chromium)", pytrace=False)
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
 
 
 def test_node_status_updates_without_reloading(redis_url: str, settings: Any) -> None:
@@ -40,8 +28,7 @@ def test_node_status_updates_without_reloading(redis_url: str, settings: Any) ->
 
 async def _watch(playwright: Any, executable: str, url: str) -> None:
     async with playwright.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=executable, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = await p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = await browser.new_page()
         await page.goto(f"{url}/admin/login/?next=/admin/nodes/node/")
         await page.fill("#id_username", "root")
