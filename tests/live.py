@@ -34,8 +34,8 @@ def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
 @contextmanager
 def serve_control_plane() -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config("controlplane.gateway.asgi:application",
-                                           host="127.0.0.1", port=port, lifespan="off",
+    server = uvicorn.Server(uvicorn.Config("controlplane.asgi:application",
+                                           host="127.0.0.1", port=port, lifespan="on",
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

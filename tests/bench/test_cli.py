@@ -40,7 +40,8 @@ def test_bench_writes_results_and_a_self_contained_report(tmp_path: Path) -> Non
     base = res["policies"]["baseline"]
     assert base["tct_geomean_speedup"] == 1.0 and base["p_value"] is None
     assert res["policies"]["mine"]["policy_set"] == {"eviction": "ttl",
-                                                     "batching": "least-loaded",
+                                                     "routing": "least-loaded",
+                                                     "admission": "priority",
                                                      "fairness": "vtc"}
     page = (tmp_path / "out" / "report.html").read_text()
     # nothing is fetched at view time: no external script or stylesheet, plotly.js is inline

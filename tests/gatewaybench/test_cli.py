@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli import OneLineErrorParser
-from nodeagent.gatewaybench import cli
-from nodeagent.gatewaybench.cluster import Backends, session_cpu_seconds
-from nodeagent.gatewaybench.stats import Comparison, summarize
+from controlplane.gatewaybench import cli
+from controlplane.gatewaybench.cluster import Backends, session_cpu_seconds
+from controlplane.gatewaybench.stats import Comparison, summarize
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeagent.gatewaybench.stats import (
+from controlplane.gatewaybench.stats import (
     CONTROL_PLANE,
     NODE,
     Comparison,

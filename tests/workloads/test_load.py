@@ -6,8 +6,7 @@ import statistics
 
 import pytest
 
-from nodeagent.sim.costmodel import CostModel
-from nodeagent.workloads.load import (
+from nodeagent.bench.load import (
     OFFERED_LOAD_DEFINITION,
     arrivals_for_load,
     offered_load,
@@ -15,6 +14,7 @@ from nodeagent.workloads.load import (
     workflow_works,
     workload_work_seconds,
 )
+from nodeagent.sim.costmodel import CostModel
 from nodeagent.workloads.model import ROOT, Workload, with_arrivals
 from nodeagent.workloads.synthetic import generate
 from nodeagent.workloads.tenants import assign_tenants, parse_tenants
