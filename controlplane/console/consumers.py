@@ -221,3 +221,29 @@ class ClusterConsumer(StaffPageConsumer):
 
     async def policy_rollout(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
+
+
+class WhatIfRunConsumer(StaffPageConsumer):
+    """``/ws/ui/whatif/<id>/``: one what-if run's state, sent again whenever a task moves (the
+    jobs announce every progress report, ``controlplane.whatif.jobs.announce``)."""
+
+    debounce_s = 0.25
+
+    def page_groups(self) -> list[str] | None:
+        from controlplane.whatif.jobs import run_group
+        from controlplane.whatif.models import WhatIfRun
+
+        run_id = self.kwarg("run_id")
+        if not WhatIfRun.objects.filter(pk=run_id).exists():
+            return None
+        return [run_group(run_id)]
+
+    def snapshot(self) -> dict[str, Any] | None:
+        from controlplane.console.views.whatif import state
+        from controlplane.whatif.models import WhatIfRun
+
+        run = WhatIfRun.objects.filter(pk=self.kwarg("run_id")).first()
+        return {"type": "whatif", "run": state(run)} if run is not None else None
+
+    async def whatif_changed(self, event: dict[str, Any]) -> None:
+        self.changed()

@@ -14,4 +14,5 @@ websocket_urlpatterns = [
     path("ws/ui/policies/", browser_socket(consumers.PoliciesConsumer.as_asgi())),
     path("ws/ui/tenants/", browser_socket(consumers.TenantsConsumer.as_asgi())),
     path("ws/ui/tenants/<slug:slug>/", browser_socket(consumers.TenantsConsumer.as_asgi())),
+    path("ws/ui/whatif/<int:run_id>/", browser_socket(consumers.WhatIfRunConsumer.as_asgi())),
 ]

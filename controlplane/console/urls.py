@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from controlplane.console.views import cluster, policies, templates, tenants, workflows
+from controlplane.console.views import cluster, policies, templates, tenants, whatif, workflows
 
 app_name = "console"
 
@@ -23,4 +23,8 @@ urlpatterns = [
     path("policies/activate/confirm/", policies.confirm_activation, name="confirm_activation"),
     path("policies/rollback/", policies.roll_back, name="rollback"),
     path("policies/activations/<int:activation_id>/", policies.activation, name="activation"),
+    path("whatif/", whatif.whatif_list, name="whatif"),
+    path("whatif/<int:run_id>/", whatif.whatif_run, name="whatif_run"),
+    path("whatif/<int:run_id>/cancel/", whatif.whatif_cancel, name="whatif_cancel"),
+    path("whatif/<int:run_id>/report/", whatif.whatif_report, name="whatif_report"),
 ]

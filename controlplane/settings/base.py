@@ -175,6 +175,9 @@ CELERY_BEAT_SCHEDULE = {
 SAGA_WHATIF_QUEUE = env.get_str("SAGA_WHATIF_QUEUE", "") or ""
 SAGA_WHATIF_MAX_WINDOW_S = env.get_int("SAGA_WHATIF_MAX_WINDOW_S", 7 * 24 * 3600)
 SAGA_WHATIF_IN_PROCESS = env.get_bool("SAGA_WHATIF_IN_PROCESS", False)
+# Key of the prompt-structure digests (controlplane.whatif.digests); empty: derived from
+# SECRET_KEY. Changing it makes earlier recordings share no prefix with later ones.
+SAGA_REPLAY_DIGEST_KEY = env.get_str("SAGA_REPLAY_DIGEST_KEY", "") or ""
 
 # A workflow with no call, tool or state event for this long (and no call in flight) is ended
 # as abandoned; AgentTemplate.idle_timeout_s overrides it per template.

@@ -32,7 +32,7 @@ MODEL = "llama-3-8b"
 PASSWORD = "pw-console-123"
 TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
 PAGES = ("cluster", "workflows", "workflow", "templates", "template", "tenants", "tenant",
-         "tenant-new", "policies", "activation")
+         "tenant-new", "policies", "activation", "whatif", "whatif-run")
 
 
 @dataclass
@@ -199,14 +199,14 @@ def test_anonymous_users_are_sent_to_login_and_sockets_refused(console: Console,
         assert refused.value.response.status_code == 403, path
 
 
-def test_the_root_lands_on_the_console_and_whatif_is_not_faked(console: Console, db: None) -> None:
+def test_the_root_lands_on_the_console_with_every_page_in_the_navigation(
+        console: Console, db: None) -> None:
     page = console.open("/")
     assert page.url == console.url + "/console/"
-    nav = page.locator("[data-testid=nav-whatif]")
-    assert "not yet available" in nav.inner_text()
-    assert nav.evaluate("n => n.tagName") != "A"  # no link to a page that does not exist
-    assert httpx.get(console.url + "/console/whatif/").status_code in (302, 404)
-    assert console.page.request.get(console.url + "/console/whatif/").status == 404
+    links = page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
+    assert links == ["/console/", "/console/workflows/", "/console/templates/",
+                     "/console/tenants/", "/console/policies/", "/console/whatif/"]
+    assert httpx.get(console.url + "/console/whatif/").status_code == 302  # staff only
 
 
 # ----------------------------------------------------------------------------------- cluster
@@ -586,6 +586,49 @@ def test_policy_rollout_flow_refusal_and_rollback(console: Console, db: None) ->
     active = {a["kind"]: a for a in console.api("/api/admin/policies/active")}
     assert active["eviction"]["id"] == rolled and active["eviction"]["name"] == "aeg"
     assert active["eviction"]["is_rollback"]
+
+
+# ------------------------------------------------------------------------------------ what-if
+
+def test_whatif_replays_recent_traffic_and_opens_the_rollout(console: Console, db: None) -> None:
+    """The last hour of this module's traffic (an agent's workflow at least) replayed under
+    saga and baseline on the recorded cluster by the module's Celery worker: progress per task,
+    then the results side by side, the report, and the roll-out link to the policies page."""
+    from controlplane.whatif.models import WhatIfRun
+
+    agent = Agent(console, "whatif-traffic")
+    in_thread(agent.run, 3, 0.1)
+    in_thread(agent.call, False)
+    page = console.open("/console/whatif/")
+    form = page.locator("[data-testid=whatif-form]")
+    form.locator("input[name=policies]").fill("saga, baseline, nope")
+    submit(page, "[data-testid=whatif-form] button[type=submit]")
+    shown = page.locator(".errorlist").all_inner_texts()
+    assert any("unknown policy set 'nope'" in e for e in shown), shown
+    assert page.locator("[data-testid=error-policies]").count() == 1, shown
+    assert not WhatIfRun.objects.exists()
+    console.shot("whatif")
+    page.locator("[data-testid=whatif-form] input[name=policies]").fill("saga, baseline")
+    submit(page, "[data-testid=whatif-form] button[type=submit]")
+    assert re.search(r"/console/whatif/\d+/$", page.url), page.url
+    run = WhatIfRun.objects.get()
+    assert page.locator("[data-testid=task-table] tr[data-task]").count() == 2
+    page.wait_for_selector("[data-testid=run-status].succeeded", timeout=120_000)
+    page.wait_for_selector("[data-testid=results-table] tr[data-policy=baseline]")
+    speedup = page.locator("tr[data-policy=saga] [data-field=speedup]").inner_text()
+    run.refresh_from_db()
+    expected = run.results["policies"]["saga"]["tct_geomean_speedup"]
+    assert speedup.startswith(f"{expected:.2f}x"), (speedup, expected)
+    statuses = page.locator("[data-testid=task-table] tr[data-task]").evaluate_all(
+        "rows => rows.map(r => r.dataset.status)")
+    assert statuses == ["succeeded", "succeeded"]
+    assert page.locator("[data-testid=tenant-results] tr[data-tenant=acme]").count() == 1
+    frame = page.frame_locator("[data-testid=report]")
+    frame.locator(".plotly-graph-div").first.wait_for(timeout=30_000)
+    console.shot("whatif-run")
+    submit(page, "[data-testid=rollout-saga]")
+    assert page.url.startswith(console.url + "/console/policies/?open=")
+    assert page.locator("details[data-policy='routing:saga']").get_attribute("open") is not None
 
 
 # ------------------------------------------------------------------------------------ swagger

@@ -41,8 +41,8 @@ def _require(request: HttpRequest) -> None:
                                f"{PERMISSION} permission")
 
 
-def _catalogue(errors: dict[tuple[str, str], list[ParamField]] | None = None
-               ) -> list[dict[str, Any]]:
+def _catalogue(errors: dict[tuple[str, str], list[ParamField]] | None = None,
+               opened: frozenset[tuple[str, str]] = frozenset()) -> list[dict[str, Any]]:
     """Per kind: its installed policies with their forms, what is in force, the latest
     activation's rollout (which, when it failed, is not what is in force)."""
     kinds = []
@@ -58,7 +58,8 @@ def _catalogue(errors: dict[tuple[str, str], list[ParamField]] | None = None
                 info.params_schema(), values)
             entries.append({"name": info.name, "version": info.version, "summary": info.summary,
                             "requires_oracle": info.requires_oracle, "fields": fields,
-                            "open": (kind, info.name) in (errors or {}),
+                            "open": (kind, info.name) in (errors or {})
+                            or (kind, info.name) in opened,
                             "active": in_force is not None
                             and in_force.policy.plugin_name == info.name})
         kinds.append({"kind": kind, "policies": entries,
@@ -83,10 +84,17 @@ def _history() -> tuple[list[dict[str, Any]], list[AuditEvent]]:
     return [activation_data(a) for a in rows], list(audit)
 
 
+def _opened(request: HttpRequest) -> frozenset[tuple[str, str]]:
+    """``?open=kind:name,...`` (the what-if page's "roll out" links): those policies' forms
+    are shown open, ready to activate."""
+    pairs = (part.split(":", 1) for part in request.GET.get("open", "").split(",") if ":" in part)
+    return frozenset((kind.strip(), name.strip()) for kind, name in pairs)
+
+
 def _policies_page(request: HttpRequest, errors: dict[tuple[str, str], list[ParamField]]
                    | None = None, status: int = 200) -> HttpResponse:
     history, audit = _history()
-    kinds = _catalogue(errors)
+    kinds = _catalogue(errors, _opened(request))
     response = page(request, "console/policies.html", "policies", kinds=kinds,
                     rollouts=[k["latest"] for k in kinds if k["latest"]], history=history,
                     audit=audit, can_change=request.user.has_perm(PERMISSION))
