@@ -135,16 +135,21 @@ def test_the_pages_need_staff_and_starting_needs_the_permission(traffic: tuple[s
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_run_socket_sends_the_runs_state(traffic: tuple[str, str]) -> None:
+async def test_the_run_socket_sends_the_runs_state() -> None:
     from asgiref.sync import sync_to_async
 
-    from controlplane.whatif import jobs
+    from controlplane.whatif.models import WhatIfTask
 
     def setup() -> tuple[Any, int]:
+        # rows written directly: jobs.create_run would announce the run from this thread onto
+        # the test's event loop, a send this test does not wait for
         user = get_user_model().objects.create_user("ops", password="x", is_staff=True)
-        run = jobs.create_run(jobs.RunSpec(
-            since=timezone.now() - timedelta(minutes=30), until=timezone.now(),
-            policies=["saga", "baseline"]), actor="ops")
+        now = timezone.now()
+        run = WhatIfRun.objects.create(actor="ops", since=now - timedelta(minutes=30),
+                                       until=now, policies=["saga", "baseline"],
+                                       cluster={"mode": "as-recorded"}, loads=[1.0])
+        for index, policy in enumerate(run.policies):
+            WhatIfTask.objects.create(run=run, index=index, policy=policy, load=1.0)
         return user, run.pk
 
     user, run_id = await sync_to_async(setup)()
