@@ -13,7 +13,6 @@ from ninja import Field, Path, Query, Router, Schema, Status
 
 from controlplane.api.auth import actor_of, admin_auth, user_of
 from controlplane.api.errors import ApiError, errors, not_found
-from controlplane.audit.models import record
 from controlplane.validation import (
     DbId,
     FiniteFloat,
@@ -101,12 +100,9 @@ def start(request: HttpRequest, body: WhatIfIn) -> Status[dict[str, Any]]:
                         cluster=body.cluster.model_dump(exclude_none=True),
                         loads=list(body.loads))
     try:
-        run = jobs.create_run(spec, actor=str(actor_of(request)), user=user_of(request))
+        run = jobs.start(spec, actor_of(request), user=user_of(request))
     except WhatIfInputError as exc:
         raise ApiError(422, "invalid", exc.message, exc.field) from exc
-    record(actor=actor_of(request), action="whatif.start", obj=run,
-           after={"policies": run.policies, "loads": run.loads, "tenants": run.tenants})
-    jobs.dispatch(run)
     return Status(202, jobs.run_payload(run))
 
 
@@ -134,10 +130,9 @@ def run_state(request: HttpRequest, run_id: Path[DbId]) -> dict[str, Any]:
              summary="Cancel a what-if run (queued tasks never start, running ones stop)")
 def cancel(request: HttpRequest, run_id: Path[DbId]) -> dict[str, Any]:
     run = _run(run_id)
-    if not jobs.cancel(run):
+    if not jobs.cancel_audited(run, actor_of(request)):
         raise ApiError(409, "finished", f"what-if run {run_id} has already {run.status}",
                        "status")
-    record(actor=actor_of(request), action="whatif.cancel", obj=run)
     run.refresh_from_db()
     return jobs.run_payload(run)
 

@@ -95,6 +95,28 @@ def create_run(spec: RunSpec, actor: str, user: Any = None) -> WhatIfRun:
     return run
 
 
+def start(spec: RunSpec, actor: Any, user: Any = None) -> WhatIfRun:
+    """What the REST API and the console do to start a run: create it (``WhatIfInputError``
+    naming the field), audit it (``actor``: a user or an API key), then dispatch it."""
+    from controlplane.audit.models import record
+
+    run = create_run(spec, actor=str(actor), user=user)
+    record(actor=actor, action="whatif.start", obj=run,
+           after={"policies": run.policies, "loads": run.loads, "tenants": run.tenants})
+    dispatch(run)
+    return run
+
+
+def cancel_audited(run: WhatIfRun, actor: Any) -> bool:
+    """``cancel``, audited when it stopped the run (False: it had already finished)."""
+    from controlplane.audit.models import record
+
+    if not cancel(run):
+        return False
+    record(actor=actor, action="whatif.cancel", obj=run)
+    return True
+
+
 def in_process() -> bool:
     """Run tasks in this process (the demo, eager Celery) rather than on workers."""
     return bool(getattr(settings, "SAGA_WHATIF_IN_PROCESS", False)

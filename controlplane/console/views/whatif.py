@@ -16,7 +16,6 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from controlplane.audit.models import record
 from controlplane.console.views.common import as_json, page, staff_page
 from controlplane.console.whatif_form import WhatIfForm
 from controlplane.whatif import jobs
@@ -53,15 +52,10 @@ def whatif_list(request: HttpRequest) -> HttpResponse:
                                          if v is not None},
                                 loads=body["loads"])
             try:
-                run = jobs.create_run(spec, actor=request.user.get_username(),
-                                      user=request.user)
+                run = jobs.start(spec, request.user, user=request.user)
             except WhatIfInputError as exc:
                 form.job_error(exc.field, exc.message)
             else:
-                record(actor=request.user, action="whatif.start", obj=run,
-                       after={"policies": run.policies, "loads": run.loads,
-                              "tenants": run.tenants})
-                jobs.dispatch(run)
                 return redirect("console:whatif_run", run_id=run.pk)
         status = 422
     runs = WhatIfRun.objects.prefetch_related("tasks")[:RECENT]
@@ -90,8 +84,7 @@ def whatif_run(request: HttpRequest, run_id: int) -> HttpResponse:
 def whatif_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     _require(request)
     run = get_object_or_404(WhatIfRun, pk=run_id)
-    if jobs.cancel(run):
-        record(actor=request.user, action="whatif.cancel", obj=run)
+    if jobs.cancel_audited(run, request.user):
         messages.success(request, f"What-if run #{run.pk} cancelled.")
     else:
         run.refresh_from_db()
