@@ -348,7 +348,7 @@ async def _completion(ex: Exchange, model: type[Any], path: str,
             raise _unavailable(exc) from exc
         validation.check_context(body, tokens, runtime.directory.nodes_for(body.model))
         ticket = await _begin(ex, caller, _identity(ex, body), body.model, tokens)
-        record_prompt_soon(ticket.call_pk, body)  # what a what-if replay needs (no text)
+        record_prompt_soon(ticket.call_pk, body, tokens)  # what a what-if replay needs (no text)
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         await Call(ex, ticket).run(path, raw, bool(body.stream), wants_usage)
     finally:

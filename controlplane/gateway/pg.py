@@ -36,10 +36,14 @@ POOL_SIZE = get_int("GATEWAY_DB_POOL", 6)
 """Connections per gateway process for admissions (each holds one for its two statements)."""
 COMMIT_POOL_SIZE = 2
 """Connections for group commits (``ledger.BATCHES_IN_FLIGHT``)."""
+RECORD_POOL_SIZE = 1
+"""Connections for what-if prompt structures (one batch at a time, off the answer's path)."""
 POOL_TIMEOUT_S = float(get_int("DATABASE_POOL_TIMEOUT_S", 3))
 
 ADMIT = "admit"
 COMMIT = "commit"
+RECORD = "record"
+_SIZES = {ADMIT: POOL_SIZE, COMMIT: COMMIT_POOL_SIZE, RECORD: RECORD_POOL_SIZE}
 
 _pools: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncConnectionPool]] = \
     WeakKeyDictionary()
@@ -78,8 +82,9 @@ def _configure(synchronous: bool) -> Any:
 
 
 async def pool(kind: str) -> AsyncConnectionPool:
-    """This event loop's pool of ``kind``: ``ADMIT`` (asynchronous commit: a pending record) or
-    ``COMMIT`` (``synchronous_commit`` on: outcomes, before their answers are released)."""
+    """This event loop's pool of ``kind``: ``ADMIT`` (asynchronous commit: a pending record),
+    ``COMMIT`` (``synchronous_commit`` on: outcomes, before their answers are released) or
+    ``RECORD`` (asynchronous commit: what-if prompt structures, which no answer waits for)."""
     loop = asyncio.get_running_loop()
     pools = _pools.get(loop)
     if pools is None:
@@ -88,7 +93,7 @@ async def pool(kind: str) -> AsyncConnectionPool:
     if existing is None:
         existing = AsyncConnectionPool(
             kwargs=conninfo(), min_size=1,
-            max_size=COMMIT_POOL_SIZE if kind == COMMIT else POOL_SIZE, timeout=POOL_TIMEOUT_S,
+            max_size=_SIZES[kind], timeout=POOL_TIMEOUT_S,
             configure=_configure(kind == COMMIT), open=False, name=f"saga-gateway-{kind}")
         pools[kind] = existing
         await existing.open(wait=False)

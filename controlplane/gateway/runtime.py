@@ -87,13 +87,16 @@ async def _refresh() -> None:
 
 
 async def shutdown() -> None:
-    """The end of the process's lifespan: close the calls it still holds, then its event loop's
-    connections (PostgreSQL, Redis, nodes)."""
+    """The end of the process's lifespan: close the calls it still holds and write the prompt
+    structures still queued, then close its event loop's connections (PostgreSQL, Redis,
+    nodes)."""
     import contextlib
 
     from controlplane.gateway import nodeclient
+    from controlplane.whatif.recording import recorder
 
     await in_db_thread(process.shutdown)()
+    await recorder().flush()  # the prompt structures still queued (failures are logged)
     nodeclient.close_client()
     state = _async_states.pop(asyncio.get_running_loop(), None)
     with contextlib.suppress(Exception):
