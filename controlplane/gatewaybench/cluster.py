@@ -270,6 +270,13 @@ class Cluster:
         raise ClusterError(f"the node did not register in {START_TIMEOUT_S:g} s: "
                            f"{node.log_tail()}")
 
+    def process_of(self, name: str) -> int:
+        """The pid of the child called ``name`` (a profiler attaches to it)."""
+        for child in self.children:
+            if child.name == name:
+                return child.process.pid
+        raise ClusterError(f"no {name} process is running")
+
     def cpu_seconds(self) -> dict[str, float | None]:
         """CPU seconds used so far by each child, by name."""
         return {child.name: child.cpu_seconds() for child in self.children}

@@ -97,10 +97,16 @@ def test_report_summarises_the_headline_level_and_the_best_throughput(tmp_path: 
     summary = report["summary"]
     assert summary["concurrency"] == 2
     assert summary["added_p99_ms"] == pytest.approx(4.0)
+    # the latency target is judged unloaded: concurrency 1 adds 2 ms
+    assert summary["unloaded_added_p99_ms"] == pytest.approx(2.0)
     assert summary["added_p99_target_met"] is True
     assert summary["max_gateway_calls_per_s"] == pytest.approx(500.0)
     assert summary["max_at_concurrency"] == 2 and summary["calls_per_s_target_met"] is True
     assert len(report["levels"]) == 3
+    slow_unloaded = cli.build_report(options, [level(1, 0.008, 0.1), level(2, 0.005, 0.02)])
+    assert slow_unloaded["summary"]["added_p99_target_met"] is False
+    no_sweep = cli.build_report(options, [level(2, 0.005, 0.02)])
+    assert no_sweep["summary"]["added_p99_target_met"] is None
 
 
 def test_session_cpu_seconds_sums_the_processes_of_one_session(tmp_path: Path) -> None:
