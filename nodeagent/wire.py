@@ -111,6 +111,10 @@ class PolicyAck(Frame):
     applied: bool
     error: str = Field(default="", max_length=2000)
     run_time: bool = False
+    hook: str = Field(default="", max_length=64)
+    """For a run-time failure: the hook that raised ("" when the engine refused the policy)."""
+    replaced_by: str = Field(default="", max_length=100)
+    """For a run-time failure: the policy answering instead."""
 
     _kind = field_validator("kind")(_policy_kind)
 

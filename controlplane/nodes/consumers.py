@@ -140,7 +140,7 @@ class NodeAgentConsumer(AsyncJsonWebsocketConsumer):
         elif isinstance(message, wire.PolicyAck):
             await database_sync_to_async(record_ack)(
                 self.node, message.activation_id, message.kind, message.applied, message.error,
-                message.run_time)
+                message.run_time, message.hook, message.replaced_by)
             return  # acknowledgements change no node status
         await self.channel_layer.group_send(CLUSTER_GROUP, node_status_event(self.node))  # type: ignore[arg-type]
 

@@ -73,7 +73,7 @@ def broadcast_on_commit(activation: PolicyActivation) -> None:
 
 
 def record_ack(node: Node, activation_id: int, kind: str, applied: bool, error: str,
-               run_time: bool = False) -> None:
+               run_time: bool = False, hook: str = "", replaced_by: str = "") -> None:
     """Store a node's acknowledgement; an ack for an unknown activation is ignored. A run-time
     failure (the policy raised after it was applied) is also recorded as a PolicyFailure."""
     activation = (PolicyActivation.objects.filter(pk=activation_id, kind=kind)
@@ -83,7 +83,8 @@ def record_ack(node: Node, activation_id: int, kind: str, applied: bool, error: 
     if run_time:
         from controlplane.policies.failures import record_node_failure
 
-        record_node_failure(node.name, kind, activation.policy.plugin_name, error)
+        record_node_failure(node.name, kind, activation.policy.plugin_name, error, hook,
+                            replaced_by)
     NodePolicyState.objects.update_or_create(
         node=node,
         kind=kind,

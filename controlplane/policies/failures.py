@@ -23,11 +23,13 @@ def record_events(tier: str, reporter: str, events: Iterable[PolicyEvent]) -> in
     return len(rows)
 
 
-def record_node_failure(node: str, kind: str, policy: str, error: str) -> None:
-    """A node reported that its ``kind`` policy raised and it fell back."""
+def record_node_failure(node: str, kind: str, policy: str, error: str, hook: str = "",
+                        replaced_by: str = "") -> None:
+    """A node reported that its ``kind`` policy raised (in ``hook``) and it fell back (to
+    ``replaced_by``)."""
     PolicyFailure.objects.create(tier=PolicyFailure.Tier.NODE, reporter=node[:100], kind=kind,
-                                 policy=policy[:100], error=error[:4000],
-                                 occurred_at=datetime.now(UTC))
+                                 policy=policy[:100], error=error[:4000], hook=hook[:64],
+                                 replaced_by=replaced_by[:100], occurred_at=datetime.now(UTC))
 
 
 def failure_counts() -> list[tuple[str, str, str, str, int]]:

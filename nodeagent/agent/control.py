@@ -250,13 +250,16 @@ class ControlPlaneLink:
     async def _heartbeats(self, ws: ClientConnection) -> None:
         while True:
             await ws.send(json.dumps(self.engine.load().heartbeat().frame()))
-            for kind, error in self.engine.drain_policy_failures():
-                activation = self.applied.get(kind)
+            for failure in self.engine.drain_policy_failures():
+                activation = self.applied.get(failure.kind)
                 if activation is not None:
+                    fell_back = (f"fell back to {failure.replaced_by}" if failure.replaced_by
+                                 else "fell back")
                     await ws.send(json.dumps(wire.PolicyAck(
-                        activation_id=activation, kind=kind, applied=False,
-                        error=f"failed at run time, fell back: {error}"[:2000],
-                        run_time=True).frame()))
+                        activation_id=activation, kind=failure.kind, applied=False,
+                        error=f"failed at run time, {fell_back}: {failure.error}"[:2000],
+                        run_time=True, hook=failure.hook[:64],
+                        replaced_by=failure.replaced_by[:100]).frame()))
             await asyncio.sleep(self._heartbeat_s)
 
 

@@ -114,6 +114,17 @@ class ContextTooLong(EngineUnavailable):
     ``context_length_exceeded`` rather than a retryable 503."""
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyFailureReport:
+    """A policy that failed on this node: its kind, the error, the hook that raised ("" for a
+    policy the engine refused outright) and the policy that answers instead ("" if unknown)."""
+
+    kind: str
+    error: str
+    hook: str = ""
+    replaced_by: str = ""
+
+
 class Engine(Protocol):
     info: EngineInfo
 
@@ -142,9 +153,9 @@ class Engine(Protocol):
         (the previous policy stays active)."""
         ...
 
-    def drain_policy_failures(self) -> list[tuple[str, str]]:
-        """(kind, error) of policies that raised at run time since the last call; the engine
-        has already fallen back to the last good policy of that kind."""
+    def drain_policy_failures(self) -> list[PolicyFailureReport]:
+        """Policies that raised at run time (or that the engine refused) since the last call;
+        the engine has already fallen back to the last good policy of that kind."""
         ...
 
     def active_policies(self) -> dict[str, str]:

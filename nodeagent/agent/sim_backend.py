@@ -34,6 +34,7 @@ from nodeagent.agent.engine import (
     GenerationRequest,
     LoadReport,
     Message,
+    PolicyFailureReport,
     ToolCallOut,
     Usage,
 )
@@ -225,8 +226,9 @@ class SimBackend:
     def active_policies(self) -> dict[str, str]:
         return self.policies.active()
 
-    def drain_policy_failures(self) -> list[tuple[str, str]]:
-        return [(e.kind or "", e.error or e.message) for e in self.policies.drain_failures()]
+    def drain_policy_failures(self) -> list[PolicyFailureReport]:
+        return [PolicyFailureReport(e.kind or "", e.error or e.message, e.hook or "",
+                                    e.replaced_by or "") for e in self.policies.drain_failures()]
 
     def set_tenants(self, tenants: Sequence[TenantView]) -> None:
         self.tenants = {t.name: t for t in tenants}

@@ -33,6 +33,7 @@ from nodeagent.agent.engine import (
     EngineUnavailable,
     GenerationRequest,
     LoadReport,
+    PolicyFailureReport,
 )
 from nodeagent.agent.engine_startup import one_line
 from plugins.views import TenantView
@@ -150,7 +151,7 @@ class SupervisedEngine:
     def apply_policy(self, kind: str, name: str, params: Mapping[str, Any]) -> None:
         self.engine.apply_policy(kind, name, params)
 
-    def drain_policy_failures(self) -> list[tuple[str, str]]:
+    def drain_policy_failures(self) -> list[PolicyFailureReport]:
         return self.engine.drain_policy_failures()
 
     def active_policies(self) -> dict[str, str]:

@@ -87,6 +87,7 @@ from nodeagent.agent.engine import (
     EngineUnavailable,
     GenerationRequest,
     LoadReport,
+    PolicyFailureReport,
     ToolCallOut,
     Usage,
 )
@@ -605,7 +606,7 @@ class VllmBackend:
         self.link = ControlLink(self._utility)
         self._policies: dict[str, str] = {}
         self._describe: dict[str, Any] = {}
-        self._failures: list[tuple[str, str]] = []
+        self._failures: list[PolicyFailureReport] = []
         self._refreshing = False
         self._counters = {"policy_failures": 0.0, "policy_refusals": 0.0}
         self.link.send("describe", {}, self._on_describe)
@@ -732,7 +733,9 @@ class VllmBackend:
     def _on_failures(self, reply: Any) -> None:
         for failure in (reply or {}).get("failures", []):
             self._counters["policy_failures"] += 1
-            self._failures.append((str(failure.get("kind")), str(failure.get("error"))))
+            self._failures.append(PolicyFailureReport(
+                str(failure.get("kind")), str(failure.get("error")),
+                str(failure.get("hook") or ""), str(failure.get("replaced_by") or "")))
 
     # ------------------------------------------------------------------ policies
     def apply_policy(self, kind: str, name: str, params: Mapping[str, Any]) -> None:
@@ -741,8 +744,8 @@ class VllmBackend:
 
         def refused(exc: BaseException) -> None:
             self._counters["policy_refusals"] += 1
-            self._failures.append(
-                (kind, f"engine refused {kind} policy {name!r}: {engine_error_message(exc)}"))
+            self._failures.append(PolicyFailureReport(
+                kind, f"engine refused {kind} policy {name!r}: {engine_error_message(exc)}"))
 
         def applied(reply: Any) -> None:
             if isinstance(reply, Mapping):
@@ -766,7 +769,7 @@ class VllmBackend:
         return (f"the vLLM engine core died ({type(error).__name__})" if error is not None
                 else "the vLLM engine core died")
 
-    def drain_policy_failures(self) -> list[tuple[str, str]]:
+    def drain_policy_failures(self) -> list[PolicyFailureReport]:
         failures, self._failures = self._failures, []
         return failures
 

@@ -93,3 +93,28 @@ async def test_a_swap_reaches_every_node_and_each_ack_is_recorded(redis_url: str
     assert "kept priority" in error
     for comm in nodes.values():
         await comm.disconnect()
+
+
+async def test_a_run_time_failure_is_recorded_with_its_hook_and_replacement(
+        redis_url: str) -> None:
+    from controlplane.policies.models import PolicyFailure
+
+    comm = await connect_and_register(await make_node("a"))
+    assert (await comm.receive_json_from(timeout=5))["type"] == "policy.sync"
+    activation = await activate("admission", "lpm")
+    assert (await comm.receive_json_from(timeout=5))["type"] == "policy"
+    await comm.send_json_to({"type": "policy.ack", "activation_id": activation.pk,
+                             "kind": "admission", "applied": True})
+    await comm.send_json_to({
+        "type": "policy.ack", "activation_id": activation.pk, "kind": "admission",
+        "applied": False, "run_time": True, "hook": "saga_admission_order",
+        "replaced_by": "saga", "error": "failed at run time, fell back to saga: KeyError: 'x'"})
+    await comm.send_json_to({"type": "heartbeat"})
+    assert (await comm.receive_json_from(timeout=5))["type"] == "heartbeat.ack"
+
+    failures = await database_sync_to_async(lambda: list(PolicyFailure.objects.values(
+        "tier", "reporter", "kind", "policy", "hook", "replaced_by", "error")))()
+    assert failures == [{"tier": "node", "reporter": "a", "kind": "admission", "policy": "lpm",
+                         "hook": "saga_admission_order", "replaced_by": "saga",
+                         "error": "failed at run time, fell back to saga: KeyError: 'x'"}]
+    await comm.disconnect()

@@ -501,10 +501,10 @@ async def test_an_engine_refusal_becomes_a_policy_failure(llm, scheduler) -> Non
     backend = VllmBackend("tiny", llm=llm, registry=registry)
     backend.apply_policy("fairness", "raises-in-engine", {})
     await backend.link.flush()
-    ((kind, error),) = backend.drain_policy_failures()
-    assert kind == "fairness"
-    assert "engine refused" in error and "raises-in-engine" in error
-    assert "Call to saga_control" not in error
+    (refusal,) = backend.drain_policy_failures()
+    assert refusal.kind == "fairness" and refusal.hook == ""
+    assert "engine refused" in refusal.error and "raises-in-engine" in refusal.error
+    assert "Call to saga_control" not in refusal.error
     assert backend.active_policies()["fairness"].startswith("afs@")
     assert backend.counters()["policy_refusals"] == 1.0
     assert backend.drain_policy_failures() == []
@@ -524,7 +524,8 @@ async def test_run_time_policy_failures_arrive_with_the_heartbeat(llm, scheduler
     backend.load()  # the heartbeat asks the engine for failures
     await backend.link.flush()
     failures = backend.drain_policy_failures()
-    assert failures and failures[0][0] == "fairness" and "boom" in failures[0][1]
+    assert failures and failures[0].kind == "fairness" and "boom" in failures[0].error
+    assert failures[0].hook.startswith("saga_") and failures[0].replaced_by == "afs"
     assert backend.active_policies()["fairness"].startswith("afs@")
     await backend.close()
 
