@@ -145,6 +145,11 @@ class VllmReplayEngine:
         if not scheduler.reset_prefix_cache():
             raise RuntimeError("vLLM did not reset its prefix cache")
         scheduler.saga_control("activate_set", {"policy_set": policy_set})
+        # The trace's tenants, as the control plane sends a node its tenants: their weights and
+        # SLOs are what the fairness policies read (the simulator gets the same ones).
+        scheduler.saga_control("set_tenants", {"tenants": {
+            t.name: {"weight": t.weight, "slo_slowdown": t.slo_slowdown,
+                     "slo_percentile": t.slo_percentile} for t in workload.tenants.values()}})
         self.clock.now = max(self.clock.now, start_s)
         run = _Replay(self, workload, policy_set, tag, timing)
         with self._observing(run.scheduled):
