@@ -168,7 +168,7 @@ def validate(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
     return Options(args.calls, args.concurrency, args.max_concurrency, args.speed,
                    args.max_tokens, args.calls_per_workflow, args.batch, args.warmup,
                    args.gateway_workers, Backends(database or None, redis or None), args.out,
-                   getattr(args, "profile", None))
+                   args.profile)
 
 
 def run(args: argparse.Namespace) -> int:
