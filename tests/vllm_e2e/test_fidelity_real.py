@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from nodeagent.agent.tiny_model import write_tiny_model
+from nodeagent.fidelity.replay import DEFAULT_PROFILE, EngineShape
+from nodeagent.fidelity.runner import run_fidelity
+from nodeagent.fidelity.trace import TraceSpec, generate
+
 pytest.importorskip("vllm", reason="needs the CPU engine's environment "
                     "(scripts/setup_vllm_env.sh cpu)")
-
-from nodeagent.agent.tiny_model import write_tiny_model  # noqa: E402
-from nodeagent.fidelity.replay import DEFAULT_PROFILE, EngineShape  # noqa: E402
-from nodeagent.fidelity.runner import run_fidelity  # noqa: E402
-from nodeagent.fidelity.trace import TraceSpec, generate  # noqa: E402
 
 SHAPE = EngineShape(num_blocks=96, block_size=32, max_num_batched_tokens=256, max_num_seqs=4,
                     max_model_len=2048, profile=DEFAULT_PROFILE)
