@@ -14,9 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SAMPLE_RATE_HZ = 250
 
@@ -66,13 +68,17 @@ class Recorder:
     pid: int
     out: Path
     process: subprocess.Popen[bytes] | None = None
+    errors: IO[bytes] | None = None
+    """py-spy's messages, in a file: a pipe nobody reads during a long run could fill and stall
+    it."""
 
     def start(self) -> None:
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(
             [py_spy(), "record", "--pid", str(self.pid), "--gil", "--subprocesses",
              "--nonblocking", "--rate", str(SAMPLE_RATE_HZ), "--format", "raw",
              "--output", str(self.out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self.errors)
 
     def stop(self) -> None:
         """Stop sampling and wait for the file; raises ProfileError when py-spy failed."""
@@ -81,12 +87,17 @@ class Recorder:
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
         try:
-            _out, err = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise ProfileError("py-spy did not stop within 30 s") from None
+        err = b""
+        if self.errors is not None:
+            self.errors.seek(0)
+            err = self.errors.read()
+            self.errors.close()
         if not self.out.is_file():
-            last = (err or b"").decode(errors="replace").strip().splitlines()
+            last = err.decode(errors="replace").strip().splitlines()
             raise ProfileError(f"py-spy wrote no profile: {last[-1] if last else 'no output'}")
 
 
