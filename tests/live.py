@@ -16,6 +16,11 @@ import uvicorn
 
 from controlplane.nodes.models import Node, NodeStatus
 
+STOP_GRACE_S = 5
+"""A test server stops within this even with connections still open (a node's websocket):
+one that lingered kept its gateway housekeeping querying the test database after its test,
+where it can deadlock with the next test's flush."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -36,7 +41,8 @@ def serve_control_plane() -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config("controlplane.asgi:application",
                                            host="127.0.0.1", port=port, lifespan="on",
-                                           log_level="warning"))
+                                           log_level="warning",
+                                           timeout_graceful_shutdown=STOP_GRACE_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, "the control plane to start")

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from controlplane.nodes.models import Node, NodeStatus
 from nodeagent.agent.control import Backoff, ControlPlaneLink, ControlPlaneRefused
 from nodeagent.agent.sim_backend import SimBackend
-from tests.live import wait_for
+from tests.live import STOP_GRACE_S, wait_for
 from tests.nodeagent.test_control_live import control_plane, make_node  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,7 +202,8 @@ def test_time_to_resync_after_a_restart_is_short(redis_url: str) -> None:
 
     def server() -> tuple[uvicorn.Server, threading.Thread]:
         s = uvicorn.Server(uvicorn.Config("controlplane.asgi:application", host="127.0.0.1",
-                                          port=port, lifespan="on", log_level="warning"))
+                                          port=port, lifespan="on", log_level="warning",
+                                          timeout_graceful_shutdown=STOP_GRACE_S))
         thread = threading.Thread(target=s.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 20

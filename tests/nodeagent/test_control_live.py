@@ -20,6 +20,7 @@ from controlplane.tenants.models import Tenant
 from controlplane.workflows.models import AgentTemplate
 from nodeagent.agent.control import Backoff, ControlPlaneLink, ControlPlaneRefused
 from nodeagent.agent.sim_backend import SimBackend
+from tests.live import STOP_GRACE_S
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +35,8 @@ def free_port() -> int:
 def control_plane(redis_url: str) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config("controlplane.asgi:application", host="127.0.0.1",
-                                           port=port, lifespan="off", log_level="warning"))
+                                           port=port, lifespan="off", log_level="warning",
+                                           timeout_graceful_shutdown=STOP_GRACE_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -150,7 +152,8 @@ def test_reconnects_with_backoff_until_the_control_plane_answers(redis_url: str)
     channel = ControlPlaneLink(f"http://127.0.0.1:{port}", token, engine,
                              backoff=Backoff(0.05, 0.2), seed=1)
     server = uvicorn.Server(uvicorn.Config("controlplane.asgi:application", host="127.0.0.1",
-                                           port=port, lifespan="off", log_level="warning"))
+                                           port=port, lifespan="off", log_level="warning",
+                                           timeout_graceful_shutdown=STOP_GRACE_S))
 
     async def scenario() -> None:
         task = asyncio.create_task(channel.run_forever())
