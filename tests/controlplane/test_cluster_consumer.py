@@ -32,14 +32,23 @@ def browser(cookie: bytes | None, origin: str = "http://127.0.0.1:8000") -> Webs
     return WebsocketCommunicator(application, "/ws/ui/cluster/", headers=headers)
 
 
+async def refused(comm: WebsocketCommunicator) -> bool:
+    """Whether the socket was refused; the consumer is then ended within the test, as a
+    browser's disconnect ends it (left running, the loop's teardown cancelled its channel-layer
+    receive and its dispatch at once, which could hang the suite)."""
+    connected, _ = await comm.connect()
+    await comm.disconnect()
+    return not connected
+
+
 async def test_anonymous_and_non_staff_users_are_refused(redis_url: str) -> None:
-    assert not (await browser(None).connect())[0]
-    assert not (await browser(await session_cookie(is_staff=False)).connect())[0]
+    assert await refused(browser(None))
+    assert await refused(browser(await session_cookie(is_staff=False)))
 
 
 async def test_a_foreign_origin_is_refused(redis_url: str) -> None:
     cookie = await session_cookie(is_staff=True)
-    assert not (await browser(cookie, origin="https://evil.example").connect())[0]
+    assert await refused(browser(cookie, origin="https://evil.example"))
 
 
 async def test_staff_receive_node_status_events(redis_url: str) -> None:

@@ -44,18 +44,25 @@ def communicator(token: str | None, origin: str | None = None) -> WebsocketCommu
     return WebsocketCommunicator(application, "/ws/node/", headers=headers)
 
 
+async def refused(comm: WebsocketCommunicator) -> bool:
+    """Whether the socket was refused; the consumer is then ended within the test, as the
+    agent's disconnect ends it (left running, the loop's teardown cancelled its channel-layer
+    receive and its dispatch at once, which could hang the suite)."""
+    connected, _ = await comm.connect()
+    await comm.disconnect()
+    return not connected
+
+
 @pytest.mark.parametrize("token", [None, "nt_abcdefgh_not-a-real-token", "garbage"])
 async def test_unknown_tokens_are_refused(token: str | None) -> None:
     await make_node()
-    connected, _ = await communicator(token).connect()
-    assert not connected
+    assert await refused(communicator(token))
 
 
 async def test_revoked_token_is_refused() -> None:
     node, token = await make_node()
     await database_sync_to_async(node.revoke_token)()
-    connected, _ = await communicator(token).connect()
-    assert not connected
+    assert await refused(communicator(token))
 
 
 async def test_rotated_token_replaces_the_old_one() -> None:
@@ -68,7 +75,7 @@ async def test_rotated_token_replaces_the_old_one() -> None:
         return new
 
     new = await rotate()
-    assert not (await communicator(old).connect())[0]
+    assert await refused(communicator(old))
     comm = communicator(new)
     assert (await comm.connect())[0]
     await comm.disconnect()
@@ -76,8 +83,7 @@ async def test_rotated_token_replaces_the_old_one() -> None:
 
 async def test_a_foreign_browser_origin_is_refused_even_with_a_token() -> None:
     _node, token = await make_node()
-    connected, _ = await communicator(token, origin="https://evil.example").connect()
-    assert not connected
+    assert await refused(communicator(token, origin="https://evil.example"))
 
 
 async def test_register_and_heartbeat_update_the_node_and_reach_the_cluster_group() -> None:
