@@ -11,6 +11,7 @@ from django.test import Client
 
 from controlplane.asgi import application
 from controlplane.nodes.consumers import CLUSTER_GROUP
+from tests.sockets import refused
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -30,15 +31,6 @@ def browser(cookie: bytes | None, origin: str = "http://127.0.0.1:8000") -> Webs
     if cookie:
         headers.append((b"cookie", cookie))
     return WebsocketCommunicator(application, "/ws/ui/cluster/", headers=headers)
-
-
-async def refused(comm: WebsocketCommunicator) -> bool:
-    """Whether the socket was refused; the consumer is then ended within the test, as a
-    browser's disconnect ends it (left running, the loop's teardown cancelled its channel-layer
-    receive and its dispatch at once, which could hang the suite)."""
-    connected, _ = await comm.connect()
-    await comm.disconnect()
-    return not connected
 
 
 async def test_anonymous_and_non_staff_users_are_refused(redis_url: str) -> None:

@@ -128,7 +128,7 @@ async def test_console_sockets_are_for_staff_and_send_the_page_state(redis_url: 
                        (plain, consumers.CLOSE_FORBIDDEN)):
         comm = communicator(consumers.ClusterConsumer, "/ws/ui/nodes/", user)
         connected, close_code = await comm.connect()
-        await comm.disconnect()  # ended within the test (tests/controlplane/test_node_consumer)
+        await comm.disconnect()  # ended within the test (tests.sockets.refused says why)
         assert not connected and close_code == code
 
     comm = communicator(consumers.WorkflowConsumer, "/ws/ui/workflows/999/", staff,

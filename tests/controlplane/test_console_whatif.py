@@ -167,5 +167,5 @@ async def test_the_run_socket_sends_the_runs_state() -> None:
     missing.scope["user"] = user
     missing.scope["url_route"] = {"kwargs": {"run_id": 999_999}}
     connected, code = await missing.connect()
-    await missing.disconnect()  # ended within the test (tests/controlplane/test_node_consumer)
+    await missing.disconnect()  # ended within the test (tests.sockets.refused says why)
     assert not connected and code == 4404

@@ -13,6 +13,7 @@ from controlplane.asgi import application
 from controlplane.nodes.consumers import CLUSTER_GROUP, node_group
 from controlplane.nodes.models import Node, NodeStatus
 from controlplane.tenants.models import Tenant
+from tests.sockets import refused
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -42,15 +43,6 @@ def communicator(token: str | None, origin: str | None = None) -> WebsocketCommu
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     return WebsocketCommunicator(application, "/ws/node/", headers=headers)
-
-
-async def refused(comm: WebsocketCommunicator) -> bool:
-    """Whether the socket was refused; the consumer is then ended within the test, as the
-    agent's disconnect ends it (left running, the loop's teardown cancelled its channel-layer
-    receive and its dispatch at once, which could hang the suite)."""
-    connected, _ = await comm.connect()
-    await comm.disconnect()
-    return not connected
 
 
 @pytest.mark.parametrize("token", [None, "nt_abcdefgh_not-a-real-token", "garbage"])

@@ -187,7 +187,7 @@ def test_the_websocket_pushes_a_tenants_points_to_its_key(redis_url: str,
     async def scenario() -> list[dict[str, Any]]:
         refused = WebsocketCommunicator(application, "/ws/slo/")
         connected, code = await refused.connect()
-        await refused.disconnect()  # ended within the test (tests/controlplane/test_node_consumer)
+        await refused.disconnect()  # ended within the test (tests.sockets.refused says why)
         assert not connected and code == 4401
         socket = WebsocketCommunicator(application, "/ws/slo/",
                                        headers=[(b"authorization", f"Bearer {secret}".encode())])

@@ -184,11 +184,13 @@ def retention_scenario(cluster: dict[str, Any], eviction: str, seed: int) -> dic
     # The tool runs for 2 s (its tool_start reaches the engine core meanwhile; the scheduler
     # applies it at its next step, before anything else is scheduled).
     time.sleep(2.0)
-    for i in range(6):  # the competing workload: 6 x ~900 new tokens against 4,096 of KV
-        client(cluster, f"compete-{eviction}-{seed}-{i}").chat.completions.create(
+    competing = 0
+    for i in range(6):  # the competing workload: ~9,500 new prompt tokens, 4,096 of KV
+        answer = client(cluster, f"compete-{eviction}-{seed}-{i}").chat.completions.create(
             model=TINY, max_tokens=2, messages=[
                 {"role": "system", "content": f"Other {seed}-{i}. " + text(1000 * seed + i, 560)},
                 {"role": "user", "content": "go"}])
+        competing += answer.usage.prompt_tokens if answer.usage else 0
     assert first.usage is not None
     shared = (first.usage.prompt_tokens // block) * block  # full blocks of the first prompt
     (tool_call,) = first.choices[0].message.tool_calls
@@ -203,7 +205,8 @@ def retention_scenario(cluster: dict[str, Any], eviction: str, seed: int) -> dic
     wait_for(lambda: hits(node)[0] >= queries_before + second.usage.prompt_tokens,
              "vLLM's stat logger to count the call's lookups", 20)
     return {"shared": shared, "hit": hits(node)[1] - hits_before,
-            "prompt": second.usage.prompt_tokens, "workflow": workflow}
+            "prompt": second.usage.prompt_tokens, "workflow": workflow,
+            "competing_prompt_tokens": competing}
 
 
 @pytest.mark.parametrize("eviction", ["ttl", "aeg"])
