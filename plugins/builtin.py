@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from plugins.policies.admission import LongestPrefixAdmission, PriorityAdmission, SagaAdmission
 from plugins.policies.eviction import AEGEviction, BeladyEviction, LRUEviction, TTLEviction
-from plugins.policies.fairness import AFSFairness, FCFSFairness, PLASFairness, VTCFairness
+from plugins.policies.fairness import (
+    AFSFairness,
+    FCFSFairness,
+    LASFairness,
+    PLASFairness,
+    VTCFairness,
+)
+from plugins.policies.kvflow import KVFlowEviction
 from plugins.policies.routing import (
     LeastLoadedRouting,
     PrefixAwareRouting,
@@ -18,24 +25,34 @@ from plugins.policies.routing import (
     SagaRouting,
     SessionAffinityRouting,
 )
+from plugins.policies.thunderagent import (
+    ThunderAgentAdmission,
+    ThunderAgentEviction,
+    ThunderAgentRouting,
+)
 
 __saga_policies__ = (
     LRUEviction,
     TTLEviction,
     AEGEviction,
     BeladyEviction,
+    ThunderAgentEviction,
+    KVFlowEviction,
     RoundRobinRouting,
     LeastLoadedRouting,
     SessionAffinityRouting,
     PrefixAwareRouting,
     SagaRouting,
+    ThunderAgentRouting,
     PriorityAdmission,
     LongestPrefixAdmission,
     SagaAdmission,
+    ThunderAgentAdmission,
     FCFSFairness,
     VTCFairness,
     PLASFairness,
     AFSFairness,
+    LASFairness,
 )
 
 DEFAULT_FALLBACKS = {

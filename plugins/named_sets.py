@@ -31,10 +31,17 @@ POLICY_SETS: dict[str, tuple[str, str, str, str]] = {
     "vtc": ("lru", "session-affinity", "priority", "vtc"),
     "belady": ("belady", "session-affinity", "priority", "fcfs"),
     "lpm": ("lru", "prefix-aware", "lpm", "fcfs"),
+    "thunderagent": ("thunderagent", "thunderagent", "thunderagent", "fcfs"),
+    "llmd-las": ("lru", "prefix-aware", "priority", "las"),
+    "kvflow": ("kvflow", "session-affinity", "lpm", "fcfs"),
 }
 """baseline = vLLM (LRU prefix caching, FCFS) behind production-stack's session router; saga =
 SAGA's defaults; the others swap in one peer's mechanism each (belady is the simulator-only
-yardstick; lpm = SGLang-style longest-prefix-match)."""
+yardstick; lpm = SGLang-style longest-prefix-match). The 2026 peers, each as its publication
+describes it (docs/policies.md cites them): thunderagent = Dynamo's ThunderAgent router (pause
+at tool boundaries above 0.95 KV, resume smallest first, affinity with a TTL); llmd-las = llm-d's
+router (prefix-cache scorer) with its program-aware least-attained-service fairness; kvflow =
+KVFlow's steps-to-execution eviction on SGLang (session affinity, longest-prefix-match)."""
 
 
 LEGACY_ADMISSION: dict[str, str] = {

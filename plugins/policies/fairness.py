@@ -377,3 +377,81 @@ class AFSFairness(Policy):
     @hookimpl
     def saga_observe(self, ctx: SchedulingContext, event: WorkflowEvent) -> None:
         self.counters.observe(event)
+
+
+class DecayedService:
+    """Each program's attained service, decayed exponentially (LAS's state, kept across
+    activations): ``value`` as of ``at_s``; read at ``t`` as ``value * 2 ** -((t - at_s) / h)``."""
+
+    __slots__ = ("by_workflow", "lock")
+
+    def __init__(self) -> None:
+        self.by_workflow: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+
+class LASParams(PolicyParams):
+    half_life_s: float = Field(
+        60.0, gt=0.0, description="seconds in which a program's attained service halves"
+    )
+    output_weight: float = Field(
+        1.0, ge=0.0, description="service of one decoded token, in prefill tokens"
+    )
+
+
+class LASFairness(Policy):
+    """llm-d's program-aware fairness: least attained service per program, with decay.
+
+    Source: llm-d-router ``plugins/flowcontrol/fairness/program-aware`` (a flow-control fairness
+    plugin of llm-d's endpoint picker). Requests are grouped by program (the agent trajectory,
+    our workflow); the queue serves the program that has attained the least service first, and
+    attained service decays with a half-life, so a long program regains priority after a pause
+    instead of starving forever behind new ones (unlike Autellix's PLAS, which never forgets but
+    promotes a starving call). Service is what the router sees of a request: its computed prompt
+    tokens plus ``output_weight`` per generated token. No tenant weights: llm-d orders programs.
+    Approximation: our default half-life (60 s, about the Weka tool-gap p90) is our choice; the
+    plugin's own default was not available to us.
+    """
+
+    name = "las"
+    kind = FAIRNESS
+    version = "1.0"
+    summary = "llm-d program-aware: least decayed attained service per program first"
+    Params = LASParams
+
+    State = DecayedService
+
+    def attained(self, workflow_id: str, now_s: float) -> float:
+        """The program's decayed attained service at ``now_s``."""
+        entry = self.state.by_workflow.get(workflow_id)  # type: ignore[union-attr]
+        if entry is None:
+            return 0.0
+        value, at_s = entry
+        half_life = self.params.half_life_s  # type: ignore[attr-defined]
+        return value * 2.0 ** (-max(now_s - at_s, 0.0) / half_life)
+
+    @hookimpl
+    def saga_call_priority(
+        self, ctx: SchedulingContext, call: CallView, workflow: WorkflowView, tenant: TenantView
+    ) -> float:
+        return self.attained(call.workflow_id, ctx.now_s)
+
+    @hookimpl
+    def saga_record_service(
+        self,
+        ctx: SchedulingContext,
+        call: CallView,
+        prefill_tokens: int,
+        decode_tokens: int,
+        gpu_s: float,
+    ) -> None:
+        served = prefill_tokens + self.params.output_weight * decode_tokens  # type: ignore[attr-defined]
+        with self.state.lock:  # type: ignore[union-attr]
+            value = self.attained(call.workflow_id, ctx.now_s) + served
+            self.state.by_workflow[call.workflow_id] = (value, ctx.now_s)  # type: ignore[union-attr]
+
+    @hookimpl
+    def saga_observe(self, ctx: SchedulingContext, event: WorkflowEvent) -> None:
+        if event.kind == "workflow_end":
+            with self.state.lock:  # type: ignore[union-attr]
+                self.state.by_workflow.pop(event.workflow_id, None)  # type: ignore[union-attr]

@@ -41,18 +41,23 @@ POLICIES: tuple[PolicyRow, ...] = (
         "Belady's MIN needs the trace's future (requires_oracle): only a simulator replay knows "
         "next uses, every live host refuses it (nodeagent.host.policies.check_runnable_live, "
         "the gateway's directory skips it)")),
+    PolicyRow("eviction", "thunderagent"),
+    PolicyRow("eviction", "kvflow"),
     PolicyRow("routing", "round-robin"),
     PolicyRow("routing", "least-loaded"),
     PolicyRow("routing", "session-affinity"),
     PolicyRow("routing", "prefix-aware"),
     PolicyRow("routing", "saga"),
+    PolicyRow("routing", "thunderagent"),
     PolicyRow("admission", "priority"),
     PolicyRow("admission", "lpm"),
     PolicyRow("admission", "saga"),
+    PolicyRow("admission", "thunderagent"),
     PolicyRow("fairness", "fcfs"),
     PolicyRow("fairness", "vtc"),
     PolicyRow("fairness", "plas"),
     PolicyRow("fairness", "afs"),
+    PolicyRow("fairness", "las"),
 )
 
 SCENARIOS_BY_KIND: dict[str, tuple[str, ...]] = {

@@ -276,7 +276,7 @@ def retention_expect(obs: Observation, row: PolicyRow) -> None:
     assert obs["pinned_after_admission"] == 0  # the next call holds its prefix itself
     keeps = obs["retention_s"] > 0
     assert (row.name == "ttl" and obs["retention_s"] == 60.0) or row.name != "ttl"
-    if row.name == "lru":
+    if row.name in ("lru", "kvflow", "thunderagent"):  # never pin
         assert obs["retention_s"] == 0.0
     if keeps:
         assert obs["pinned_at_tool_start"] == prompt // BLOCK
@@ -333,7 +333,7 @@ def preemption_script(host: NodeHost, row: PolicyRow) -> Observation:
 def preemption_expect(obs: Observation, row: PolicyRow) -> None:
     assert obs["preempted"] and set(obs["preempted"]) == {Q0.call_id}
     assert obs["finished"][:3] == [C0.call_id, P0.call_id, Q0.call_id]
-    if row.name == "lru":
+    if row.name in ("lru", "kvflow", "thunderagent"):  # never pin
         assert obs["pinned_at_tool_start"] == 0
     if obs["pinned_at_tool_start"]:
         assert obs["return_call_view"]["cached_tokens"] == PREEMPTION_RUNS.prompt_tokens(C0.prompt)
@@ -388,15 +388,15 @@ def admission_expect(obs: Observation, row: PolicyRow) -> None:
         assert cached == (128 if "S" in c.prompt else 0), (c.call_id, cached)
     fcfs = sorted(c.call_id for c in QUEUE)  # same arrival time: call id breaks the tie
     assert len(obs["decisions"]) == len(QUEUE) - 1  # each admission but the last was a choice
-    if row.kind == "fairness" and row.name in ("fcfs", "plas"):
-        assert order == fcfs  # plas: every call still in its top queue
+    if row.kind == "fairness" and row.name in ("fcfs", "plas", "las"):
+        assert order == fcfs  # plas, las: one call per program, none served before it waits
     if row.kind == "fairness" and row.name in ("vtc", "afs"):
         # weight 2: gold gets at least half of the first four slots, against the id order
         assert order != fcfs
         assert [c[0] for c in order[:4]].count("G") >= 2
     if row.kind == "admission":
-        if row.name == "priority":
-            assert order == fcfs  # request-level: the fairness (fcfs) order
+        if row.name in ("priority", "thunderagent"):
+            assert order == fcfs  # the fairness (fcfs) order (thunderagent: no program paused)
         else:  # cached prefixes first (lpm: longest prefix; saga: fewest prefill tokens in band)
             assert order[:3] == ["B1#0", "B3#0", "G2#0"], order
 
@@ -578,6 +578,8 @@ def routing_expect(obs: Observation, row: PolicyRow) -> None:
         assert chosen == home  # the longest cached prefix
     elif row.name == "round-robin":
         assert chosen != obs["first_route"]["result"]  # the next node in turn
+    elif row.name == "thunderagent":
+        assert chosen == home  # affinity: its last call ended under affinity_ttl_s ago
     assert obs["next_call_node"] == chosen
 
 

@@ -28,10 +28,11 @@ from plugins.testing import make_call, make_entry, make_node, make_tenant, make_
 from plugins.views import CacheEntryView, SchedulingContext, StaticContext, WorkflowEvent
 
 ALL_NAMES = {
-    "eviction": {"lru", "ttl", "aeg", "belady"},
-    "routing": {"round-robin", "least-loaded", "session-affinity", "prefix-aware", "saga"},
-    "admission": {"priority", "lpm", "saga"},
-    "fairness": {"fcfs", "vtc", "plas", "afs"},
+    "eviction": {"lru", "ttl", "aeg", "belady", "thunderagent", "kvflow"},
+    "routing": {"round-robin", "least-loaded", "session-affinity", "prefix-aware", "saga",
+                "thunderagent"},
+    "admission": {"priority", "lpm", "saga", "thunderagent"},
+    "fairness": {"fcfs", "vtc", "plas", "afs", "las"},
 }
 
 
