@@ -16,13 +16,15 @@ Definitions:
   at least ``slo_percentile``%) holds.
 * recompute_tokens = prefill tokens re-done for prefixes that had been cached on that node
   before and were evicted (per-node high-water mark); recompute_vs_belady = that divided by
-  Belady's offline replay of the same per-node access sequences at the same capacity
-  (:mod:`nodeagent.sim.belady`, sequential replay of the calls' first admissions); null when
-  Belady's is 0 and ours is not (ratio undefined); 1.0 when both are 0.
-  recompute_vs_belady_concurrent: the same against Belady replayed on the node's whole
-  timeline (concurrently running calls keep their blocks, preempted calls are re-admitted), the
-  like-for-like yardstick; recompute_after_preemption_tokens says how much of the recompute
-  preemption caused.
+  belady_recompute_tokens, a true lower bound: the least recompute any eviction order could
+  have had on the same per-node access sequences at the same capacity (Belady's MIN on a
+  block-level relaxation where it is provably optimal, :mod:`nodeagent.sim.belady_bound`), so
+  the ratio is >= 1.0 at every pressure; null when the bound is 0 and ours is not (nothing had
+  to be evicted, so no ratio measures anything); 1.0 when both are 0.
+  recompute_vs_belady_concurrent: the same against farthest-next-use replayed on the node's
+  whole timeline (concurrently running calls keep their blocks, preempted calls are
+  re-admitted: :mod:`nodeagent.sim.belady`), a like-for-like heuristic rather than a bound;
+  recompute_after_preemption_tokens says how much of the recompute preemption caused.
 * kv_useful_utilisation = time average, over the run and all nodes, of the share of KV capacity
   holding blocks that are read again (counted from insertion or previous read until the last
   read) or belong to running calls.
@@ -42,7 +44,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from nodeagent.sim.belady import belady_recompute, belady_recompute_concurrent
+from nodeagent.sim.belady import belady_recompute_concurrent
+from nodeagent.sim.belady_bound import recompute_lower_bound
 from nodeagent.sim.cluster import ClusterResult
 from nodeagent.sim.kvcache import TreeIndex
 from nodeagent.workloads.model import TenantSpec
@@ -72,9 +75,10 @@ def paired_speedup(reference: Mapping[str, float], this: Mapping[str, float]
 
 def belady_total(result: ClusterResult, index: TreeIndex,
                  concurrent: bool = False) -> int | None:
-    """Belady's recompute over every node's logged access sequence (None if not logged);
-    ``concurrent`` replays the whole timeline (running calls keep their blocks pinned)."""
-    replay = belady_recompute_concurrent if concurrent else belady_recompute
+    """The recompute lower bound over every node's logged access sequence (None if not
+    logged); ``concurrent``: farthest-next-use replayed on the whole timeline instead (running
+    calls keep their blocks pinned), the like-for-like heuristic."""
+    replay = belady_recompute_concurrent if concurrent else recompute_lower_bound
     total = 0
     for node in result.nodes:
         if node.access_log is None:

@@ -12,5 +12,7 @@ Public API (import from the modules; this package imports nothing eagerly):
   agents replaying workflows, routing and work stealing, one global event heap.
 * :mod:`nodeagent.sim.clock` - ``SimulatedClock``: the bench cluster's clock (as fast as possible).
 * :mod:`nodeagent.sim.prepared` - ``prepare(workload, cost)``: per-call paths and isolated times.
-* :mod:`nodeagent.sim.belady` - ``belady_recompute``: the offline yardstick replay.
+* :mod:`nodeagent.sim.belady_bound` - ``recompute_lower_bound``: the offline yardstick, a true
+  lower bound on any eviction order's recompute; :mod:`nodeagent.sim.belady` - the timeline
+  replay of farthest-next-use (like-for-like heuristic).
 """

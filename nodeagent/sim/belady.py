@@ -1,30 +1,16 @@
-"""Belady's offline yardstick: replay a node's access sequence with farthest-next-use eviction.
+"""Farthest-next-use replayed on a node's timeline: the like-for-like Belady heuristic.
 
-``recompute_vs_belady`` compares a policy's recompute with that of Belady's MIN on *the same
-per-node access sequence and capacity*. During a policy's run every engine logs its admissions
-and releases in order (prompt path, tokens needed, tokens the call will have written). This
-module replays each node's log through the same segment cache (:class:`SegmentKVCache`, same
-block rules, same capacity): at each access the path is pinned, its cached prefix is a hit, the
-prefill below the node's high-water mark is recompute, then the call's blocks are inserted,
-evicting unpinned leaves whose next use in the log is farthest (never-used-again first).
+``recompute_vs_belady_concurrent`` compares a policy's recompute with that of farthest-next-use
+eviction on *the same per-node timeline and capacity*: the same admissions and releases as the
+online run, so concurrently running calls pin their blocks (and their private blocks take
+capacity) as online; only the eviction choices differ. ``recompute_vs_belady`` uses the true
+lower bound of :mod:`nodeagent.sim.belady_bound` instead: this replay is a heuristic, because
 
-Two replays: :func:`belady_recompute` (the reported yardstick) takes the calls' first
-admissions one at a time; :func:`belady_recompute_concurrent` replays the whole timeline, so
-concurrently running calls hold their blocks as they did online.
-
-What this does and does not model, stated so the ratio is read correctly:
-
-* In the sequential replay only the current call's blocks are pinned; in the online run many
-  calls run concurrently and pin more, and KV exhaustion preempts (recompute Belady never
-  pays). Belady therefore gets more usable capacity than the policy it is compared with, which
-  makes that ratio conservative (never flatters a policy). The concurrent replay removes that
-  advantage and is reported next to it.
-* Next use is per segment: a leaf's blocks are all next needed by the first later access whose
-  path contains the segment. On a prefix tree a leaf's next use is never earlier than its
-  parent's, so leaf-only eviction loses nothing against Belady on the same tree.
-* With variable-size entries and prefix dependencies farthest-next-use is the classical
-  heuristic, not a proven optimum (the general problem is NP-hard); it is the yardstick the
-  SAGA paper uses.
+* next use is per segment: a leaf's blocks are all next needed by the first later access whose
+  path contains the segment (on a prefix tree a leaf's next use is never earlier than its
+  parent's, so leaf-only eviction loses nothing against Belady on the same tree);
+* with variable-size entries and prefix dependencies farthest-next-use is the classical
+  heuristic, not a proven optimum (the general problem is NP-hard), so a policy can beat it.
 """
 
 from __future__ import annotations
@@ -80,32 +66,6 @@ def _insert(cache: SegmentKVCache, oracle: _Oracle, path: Sequence[int], upto: i
     private = min(extra_blocks, cache.free_blocks)
     cache.reserve_private(private)
     return private
-
-
-def belady_recompute(index: TreeIndex, capacity_blocks: int,
-                     log: Sequence[AccessEvent]) -> int:
-    """Recompute of Belady's MIN over a node's access sequence, one access at a time.
-
-    The sequence is the calls' first admissions in order (re-admissions after preemption are
-    the online engine's artefacts). Only the current access is pinned, so Belady has the whole
-    capacity for its cache: the strict yardstick (see module docstring).
-    """
-    accesses = [e for e in log if e.kind == ADMIT and e.first]
-    bs = index.block_size
-    oracle = _Oracle([e.path for e in accesses], index)
-    cache = SegmentKVCache(index, capacity_blocks)
-    recompute = 0
-    for j, e in enumerate(accesses):
-        oracle.current = j
-        cap = (e.need - 1) // bs * bs
-        hit = cache.cached_end(e.path, cap)
-        ever = cache.ever_cached_end(e.path, cap)
-        if ever > hit:
-            recompute += ever - hit
-        cache.pin(e.path)
-        _insert(cache, oracle, e.path, min(max(e.need, e.written), e.path_end), 0, float(j))
-        cache.unpin(e.path)
-    return recompute
 
 
 def belady_recompute_concurrent(index: TreeIndex, capacity_blocks: int,
