@@ -42,7 +42,14 @@ def _names(text: str) -> tuple[str, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", required=True,
                    help="weka:PATH | mooncake:PATH | azure:PATH | synthetic:swe|webarena|mix")
-    p.add_argument("--sessions", type=int, default=None, help="use the first N workflows")
+    p.add_argument("--sessions", type=int, default=None,
+                   help="use N workflows: Weka, a random draw of N sessions (seeded by "
+                        "--draw-seed); other sources, the first N (synthetic: N generated)")
+    p.add_argument("--draw-seed", type=int, default=None,
+                   help="seed of the Weka session draw (default: --seed)")
+    p.add_argument("--half", choices=("tune", "holdout"), default=None,
+                   help="Weka: draw only from this half of the sessions (a fixed hash split "
+                        "of the file names): tune on one, report on the other")
     p.add_argument("--tenants", default=None,
                    help="tenant mix, e.g. 'prod:1:slo=2@95,noisy:1:noisy'")
     p.add_argument("--gpus", type=int, default=64, help="GPUs in the cluster (default 64)")
@@ -87,6 +94,7 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
     return BenchSpec(
         workload=args.workload, gpus=args.gpus, profile=args.profile, load=args.load,
         policies=tuple(args.policies), seed=args.seed, sessions=args.sessions,
+        draw_seed=args.draw_seed, half=args.half,
         tenants=args.tenants, sweep=tuple(args.sweep), arrivals=args.arrivals,
         rebalance_interval_s=args.rebalance_interval, max_macro_steps=args.max_macro_steps,
         horizon_s=args.horizon, belady_replay=not args.no_belady)

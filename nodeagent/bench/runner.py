@@ -39,6 +39,10 @@ class BenchSpec:
     policies: tuple[str, ...] = ("baseline", "saga")
     seed: int = 1
     sessions: int | None = None
+    draw_seed: int | None = None
+    """Seed of the Weka session draw with ``sessions``; None = ``seed`` (as before)."""
+    half: str | None = None
+    """Weka only: ``tune`` or ``holdout``, the half of the sessions to draw from."""
     tenants: str | None = None
     sweep: tuple[float, ...] = ()
     arrivals: str = "poisson"
@@ -116,7 +120,8 @@ def load_inputs(spec: BenchSpec) -> tuple[Workload, CostModel, int, list[Any]]:
     n_instances = spec.gpus // profile.gpus_per_instance
     policy_specs = _policy_specs(spec.policies)
     try:
-        workload = load_workload(spec.workload, spec.sessions, spec.seed)
+        draw = spec.seed if spec.draw_seed is None else spec.draw_seed
+        workload = load_workload(spec.workload, spec.sessions, draw, spec.half)
     except (WorkloadError, OSError) as exc:
         raise BenchInputError(f"--workload: {exc}") from None
     if spec.tenants:
@@ -236,7 +241,8 @@ def run_bench(spec: BenchSpec, progress: ProgressFn | None = None) -> BenchOutco
     results: dict[str, Any] = {
         "wall_seconds": time.perf_counter() - wall0,
         "command": {
-            "workload": spec.workload, "sessions": spec.sessions, "tenants": spec.tenants,
+            "workload": spec.workload, "sessions": spec.sessions,
+            "draw_seed": spec.draw_seed, "half": spec.half, "tenants": spec.tenants,
             "gpus": spec.gpus, "profile": spec.profile, "load": spec.load,
             "policies": list(spec.policies), "seed": spec.seed, "sweep": list(spec.sweep),
             "arrivals": spec.arrivals},

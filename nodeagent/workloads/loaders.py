@@ -44,18 +44,22 @@ def load_sample(sessions: int | None = None) -> Workload:
     return _first(load_compact(SAMPLE_PATH), sessions)
 
 
-def load_workload(spec: str, sessions: int | None = None, seed: int | None = None) -> Workload:
-    """Load a workload from a spec (module doc)."""
+def load_workload(spec: str, sessions: int | None = None, seed: int | None = None,
+                  half: str | None = None) -> Workload:
+    """Load a workload from a spec (module doc); ``half`` (Weka only) keeps one half of the
+    sessions (``weka.half_of``)."""
     if sessions is not None and sessions < 1:
         raise WorkloadError(f"sessions must be >= 1, got {sessions}")
     kind, sep, arg = spec.partition(":")
+    if half is not None and kind != "weka":
+        raise WorkloadError(f"half applies to weka workloads only, not {kind!r}")
     if kind == "sample" and (not sep or arg in ("", "weka")):
         return load_sample(sessions)
     if not sep or not arg:
         raise WorkloadError(f"unknown workload spec {spec!r}; expected one of "
                             f"{', '.join(WORKLOAD_SPECS)}")
     if kind == "weka":
-        return load_weka(arg, sessions, seed)
+        return load_weka(arg, sessions, seed, half)
     if kind == "mooncake":
         return _first(load_mooncake(arg, seed=seed or 0, limit=sessions), sessions)
     if kind == "azure":

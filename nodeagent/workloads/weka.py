@@ -31,6 +31,7 @@ Mapping to the workload model (each choice checked against the data, 500 session
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -214,13 +215,24 @@ def session_workflows(tree: ContextTree, session: dict[str, Any],
     return out
 
 
-def _iter_selected(path: Path, sessions: int | None,
-                   seed: int | None) -> Iterator[tuple[str, bytes]]:
+HALVES = ("tune", "holdout")
+"""The two halves of a session set (``half_of``): tune policies on one, report on the other."""
+
+
+def half_of(name: str) -> str:
+    """Which half a session file belongs to: a hash of its name, so the split is fixed for a
+    given file whatever else is in the set (and splits any set about evenly)."""
+    digest = hashlib.blake2b(name.rsplit("/", 1)[-1].encode(), digest_size=8).digest()
+    return HALVES[digest[0] & 1]
+
+
+def _iter_selected(path: Path, sessions: int | None, seed: int | None,
+                   half: str | None = None) -> Iterator[tuple[str, bytes]]:
     """(name, raw JSON) of the selected sessions in name order, so segment ids do not depend
     on the container; a sorted archive is streamed one session at a time."""
 
     def select(names: list[str]) -> set[str]:
-        names = sorted(names)
+        names = sorted(n for n in names if half is None or half_of(n) == half)
         if sessions is None or sessions >= len(names):
             return set(names)
         if seed is None:
@@ -262,14 +274,18 @@ def _iter_selected(path: Path, sessions: int | None,
 
 
 def load_weka(path: str | Path, sessions: int | None = None,
-              seed: int | None = None) -> Workload:
+              seed: int | None = None, half: str | None = None) -> Workload:
     """Load Weka Claude Code sessions from a directory of JSON files, one session JSON, or a
     .tar/.tar.xz archive of them.
 
     ``sessions``: how many sessions (None = all). They are the first N by file name (= session
     id order, trace_0001 ...) when ``seed`` is None, else a seeded random sample of N (loaded in
-    id order). Raises WorkloadError on a missing path or malformed session.
+    id order). ``half`` (``tune`` or ``holdout``) keeps only that half of the sessions
+    (:func:`half_of`) before choosing. Raises WorkloadError on a missing path or malformed
+    session.
     """
+    if half is not None and half not in HALVES:
+        raise WorkloadError(f"weka: half must be one of {', '.join(HALVES)}, got {half!r}")
     p = Path(path)
     if not p.exists():
         raise WorkloadError(f"weka: trace path not found: {p}")
@@ -277,7 +293,7 @@ def load_weka(path: str | Path, sessions: int | None = None,
         raise WorkloadError(f"weka: sessions must be >= 1, got {sessions}")
     tree = ContextTree()
     workflows: list[WorkflowSpec] = []
-    for name, raw in _iter_selected(p, sessions, seed):
+    for name, raw in _iter_selected(p, sessions, seed, half):
         try:
             session = json.loads(compact_hash_ids(raw))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -286,6 +302,11 @@ def load_weka(path: str | Path, sessions: int | None = None,
         del raw, session
     workflows.sort(key=lambda w: w.arrival_s)  # stable: sessions stay in id order
     n = len([w for w in workflows if w.template == TEMPLATE])
-    return Workload(name=f"weka-{n}", source=f"{WEKA_SOURCE}: {n} sessions from {p.name}",
+    if n == 0:
+        raise WorkloadError(f"weka: no sessions selected from {p}"
+                            + (f" (half {half!r})" if half else ""))
+    which = f" ({half} half)" if half else ""
+    return Workload(name=f"weka-{n}",
+                    source=f"{WEKA_SOURCE}: {n} sessions from {p.name}{which}",
                     tree=tree, workflows=workflows,
                     tenants={DEFAULT_TENANT: TenantSpec(DEFAULT_TENANT)})

@@ -72,6 +72,7 @@ def test_sweep_reports_peak_throughput(tmp_path: Path) -> None:
     (["--profile", "tpu-v9"], "--profile"),
     (["--gpus", "6"], "--gpus"),
     (["--sweep", "0.5,abc"], "--sweep"),
+    (["--half", "tune"], "--workload"),  # halves are a Weka notion
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          args: list[str], fragment: str) -> None:

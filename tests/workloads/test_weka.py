@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.workloads.model import WorkloadError
-from nodeagent.workloads.weka import SUBAGENT_TEMPLATE, TEMPLATE, TOOL_NAME, load_weka
+from nodeagent.workloads.weka import SUBAGENT_TEMPLATE, TEMPLATE, TOOL_NAME, half_of, load_weka
 
 WEKA_TAR = Path(__file__).resolve().parents[3] / "shared" / "traces" / "weka_cc" / \
     "sessions_dev.tar.xz"
@@ -81,6 +81,23 @@ def test_directory_and_archive_agree_and_selection(tmp_path: Path) -> None:
     picks = {tuple(w.workflow_id for w in load_weka(d, sessions=2, seed=s).workflows
                    if w.template == TEMPLATE) for s in range(12)}
     assert len(picks) > 1  # seeded samples differ between seeds
+
+
+def test_halves_split_the_sessions_and_draws_stay_inside_one(tmp_path: Path) -> None:
+    ids = [f"trace_{i:04d}" for i in range(1, 41)]
+    d = write_dir(tmp_path, ids)
+    halves = {h: {w.workflow_id for w in load_weka(d, half=h).workflows
+                  if w.template == TEMPLATE} for h in ("tune", "holdout")}
+    assert halves["tune"].isdisjoint(halves["holdout"])
+    assert halves["tune"] | halves["holdout"] == set(ids)
+    assert 10 <= len(halves["tune"]) <= 30  # a hash split: about even
+    assert all(half_of(f"{sid}.json") == "tune" for sid in halves["tune"])
+    for seed in range(5):
+        drawn = {w.workflow_id for w in load_weka(d, sessions=6, seed=seed, half="holdout")
+                 .workflows if w.template == TEMPLATE}
+        assert len(drawn) == 6 and drawn <= halves["holdout"]
+    with pytest.raises(WorkloadError, match="half must be one of"):
+        load_weka(d, half="train")
 
 
 @pytest.mark.parametrize(("content", "message"), [
