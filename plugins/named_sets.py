@@ -34,6 +34,7 @@ POLICY_SETS: dict[str, tuple[str, str, str, str]] = {
     "thunderagent": ("thunderagent", "thunderagent", "thunderagent", "fcfs"),
     "llmd-las": ("lru", "prefix-aware", "priority", "las"),
     "kvflow": ("kvflow", "session-affinity", "lpm", "fcfs"),
+    "throughput": ("lru", "least-loaded", "priority", "fcfs"),
 }
 """baseline = vLLM (LRU prefix caching, FCFS) behind production-stack's session router; saga =
 SAGA's defaults; the others swap in one peer's mechanism each (belady is the simulator-only
@@ -41,7 +42,9 @@ yardstick; lpm = SGLang-style longest-prefix-match). The 2026 peers, each as its
 describes it (docs/policies.md cites them): thunderagent = Dynamo's ThunderAgent router (pause
 at tool boundaries above 0.95 KV, resume smallest first, affinity with a TTL); llmd-las = llm-d's
 router (prefix-cache scorer) with its program-aware least-attained-service fairness; kvflow =
-KVFlow's steps-to-execution eviction on SGLang (session affinity, longest-prefix-match)."""
+KVFlow's steps-to-execution eviction on SGLang (session affinity, longest-prefix-match).
+throughput = the capacity yardstick: every call to the least-loaded node (the fullest batches
+everywhere), FCFS, plain LRU."""
 
 
 LEGACY_ADMISSION: dict[str, str] = {

@@ -120,7 +120,8 @@ def print_table(results: dict[str, Any]) -> None:
             ("TCT p50 s", "tct_p50_s"), ("p95 s", "tct_p95_s"), ("p99 s", "tct_p99_s"),
             ("speedup", "tct_geomean_speedup"), ("p", "p_value"), ("SLO", "slo_attainment"),
             ("recompute", "recompute_tokens"), ("vs Belady", "recompute_vs_belady"),
-            ("KV useful", "kv_useful_utilisation"), ("tasks/h", "throughput_tasks_per_hour")]
+            ("KV useful", "kv_useful_utilisation"), ("tasks/h", "throughput_tasks_per_hour"),
+            ("sustained tasks/h", "sustained_tasks_per_hour")]
     sweep = bool(results.get("sweep"))
     if sweep:
         cols.append(("peak tasks/h", "peak_throughput_tasks_per_hour"))
@@ -136,7 +137,7 @@ def print_table(results: dict[str, Any]) -> None:
         scols = [("load", None), ("policy", None), ("TCT p50 s", "tct_p50_s"),
                  ("speedup", "tct_geomean_speedup"), ("SLO", "slo_attainment"),
                  ("recompute", "recompute_tokens"), ("tasks/h", "throughput_tasks_per_hour"),
-                 ("capacity tasks/h", "capacity_tasks_per_hour")]
+                 ("sustained tasks/h", "sustained_tasks_per_hour")]
         for title, _ in scols:
             st.add_column(title, justify="right")
         for load, by_policy in results["sweep"].items():

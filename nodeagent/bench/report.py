@@ -3,7 +3,8 @@
 One file, viewable offline: plotly.js is written into the page once (``include_plotlyjs=True``
 on the first figure), later figures reuse it, and nothing is fetched at view time (no CDN, no
 MathJax). Figures: TCT CDF per policy, per-tenant slowdown, cache hit rate over time, KV use
-over time, and the throughput sweep when there is one.
+over time, and with ``--sweep`` the speedup (95% interval), SLO attainment and sustained
+completion rate against offered load.
 """
 
 from __future__ import annotations
@@ -59,27 +60,54 @@ def _timeline_figure(runs: Sequence[PolicyRun], key: str, title: str, ytitle: st
     return fig
 
 
-def _sweep_figure(results: dict[str, Any]) -> go.Figure | None:
+def _sweep_figures(results: dict[str, Any]) -> list[go.Figure]:
+    """Per policy set against offered load: the paired TCT speedup over the reference with its
+    95% interval (the line at 1 is the reference: below it a set loses), SLO attainment, and
+    the sustained completion rate."""
     sweep = results.get("sweep")
     if not sweep:
-        return None
+        return []
     loads = sorted(sweep, key=float)
+    xs = [float(x) for x in loads]
     names = list(results["policies"])
-    fig = go.Figure()
+    reference = results.get("reference_policy", names[0])
+    speed = go.Figure()
     for name in names:
-        fig.add_trace(go.Scatter(
-            x=[float(x) for x in loads],
-            y=[sweep[x][name]["throughput_tasks_per_hour"] for x in loads],
+        ys = [sweep[x][name].get("tct_geomean_speedup") for x in loads]
+        cis = [sweep[x][name].get("tct_speedup_ci95") or [y, y] for x, y in zip(loads, ys,
+                                                                                 strict=True)]
+        speed.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name=name,
+            error_y={"type": "data", "symmetric": False,
+                     "array": [(c[1] - y) if y is not None else None for c, y in zip(cis, ys,
+                                                                                   strict=True)],
+                     "arrayminus": [(y - c[0]) if y is not None else None
+                                    for c, y in zip(cis, ys, strict=True)]}))
+    speed.add_hline(y=1.0, line_dash="dash", annotation_text=f"{reference} (reference)")
+    speed.update_layout(title=f"TCT geomean speedup over {reference} vs offered load "
+                              "(95% interval)", xaxis_title="offered load",
+                        yaxis_title="speedup (x)")
+    slo = go.Figure()
+    for name in names:
+        slo.add_trace(go.Scatter(
+            x=xs, y=[(sweep[x][name].get("slo_attainment") or 0.0) * 100 for x in loads],
             mode="lines+markers", name=name))
-    fig.update_layout(title="Throughput vs offered load", xaxis_title="offered load",
-                      yaxis_title="tasks / hour")
-    return fig
+    slo.update_layout(title="SLO attainment vs offered load", xaxis_title="offered load",
+                      yaxis_title="tasks within their SLO (%)", yaxis_range=[0, 100])
+    rate = go.Figure()
+    for name in names:
+        rate.add_trace(go.Scatter(
+            x=xs, y=[sweep[x][name].get("sustained_tasks_per_hour") for x in loads],
+            mode="lines+markers", name=name))
+    rate.update_layout(title="Sustained completion rate vs offered load (90% of tasks)",
+                       xaxis_title="offered load", yaxis_title="tasks / hour")
+    return [speed, slo, rate]
 
 
 def _table(results: dict[str, Any]) -> str:
     cols = ["tasks", "calls_lost", "tct_p50_s", "tct_p95_s", "tct_p99_s", "tct_geomean_speedup",
             "p_value", "slo_attainment", "recompute_tokens", "recompute_vs_belady",
-            "kv_useful_utilisation", "throughput_tasks_per_hour"]
+            "kv_useful_utilisation", "throughput_tasks_per_hour", "sustained_tasks_per_hour"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["policy", *cols])
     rows = []
     for name, figs in results["policies"].items():
@@ -103,9 +131,7 @@ def write_report(path: Path, results: dict[str, Any], runs: Sequence[PolicyRun])
                          "hit tokens / prompt tokens"),
         _timeline_figure(main, "kv_used", "KV cache use over time", "share of KV capacity"),
     ]
-    sweep = _sweep_figure(results)
-    if sweep is not None:
-        figs.append(sweep)
+    figs.extend(_sweep_figures(results))
     parts = []
     for i, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0),

@@ -36,3 +36,19 @@ def test_unpaired_tasks_are_ignored_and_empty_gives_none() -> None:
     assert paired_speedup({"a": 1.0}, {"b": 1.0}) == (None, None, None)
     assert percentile([], 50) is None
     assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+
+
+def test_sustained_rate_leaves_out_the_last_tenth() -> None:
+    from nodeagent.bench.metrics import sustained_rate
+    from nodeagent.sim.cluster import ClusterResult, TaskResult
+
+    def task(i: int, done: float | None) -> TaskResult:
+        return TaskResult(f"w{i}", "t", 0.0, done, done, 1.0, 1, 1, 0)
+
+    # nine tasks done by the first hour, the tenth (the longest session) after ten hours
+    tasks = [task(i, 360.0 * (i + 1)) for i in range(9)] + [task(9, 36_000.0)]
+    result = ClusterResult.__new__(ClusterResult)
+    result.tasks = tasks
+    assert sustained_rate(result) == pytest.approx(10.0)  # 9 tasks in 3,240 s
+    result.tasks = tasks[:8] + [task(8, None), task(9, None)]
+    assert sustained_rate(result) is None  # 90% never finished
