@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nodeagent.bench.metrics import belady_total
 import pytest
 
+from nodeagent.bench.metrics import belady_total
 from nodeagent.sim.belady import belady_recompute_concurrent
 from nodeagent.sim.belady_bound import recompute_lower_bound
 from nodeagent.sim.engine import ADMIT, RELEASE, AccessEvent
