@@ -232,6 +232,17 @@ class SagaRoutingParams(PolicyParams):
         description="seconds one node takes to prefill a token: prices the cache a move loses "
         "(default: Llama-3-70B TP4 on A100 saturates near 6k tokens/s, calibration README)",
     )
+    reuse_weight: float = Field(
+        1.0, ge=0.0,
+        description="weight of the prefill a new workflow's first call saves on a node that "
+        "already holds part of its prompt (cached tokens x prefill_s_per_token seconds); 0 = "
+        "ignore what nodes hold",
+    )
+    replace_uncached: bool = Field(
+        True,
+        description="place a call afresh (as a first call) when its home holds none of its "
+        "context any more: affinity is worth only what is cached, and moving loses nothing",
+    )
     migration_cooldown_s: float = Field(
         30.0, ge=0.0, description="a workflow moved stays on its new home at least this long"
     )
@@ -255,8 +266,11 @@ class SagaRouting(Policy):
     """SAGA session-affinity routing with work stealing of whole workflows.
 
     Home node (first call): the node minimising
-    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow`` (ties broken by a
-    per-workflow rendezvous hash, so equal nodes share new workflows), where ``overflow`` is
+    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow - reuse_weight *
+    prefill_s_per_token * cached`` (ties broken by a per-workflow rendezvous hash, so equal
+    nodes share new workflows), where ``cached`` is how much of the prompt the node already
+    holds (``CallView.node_cached_tokens``: a subagent's parent context, a shared system
+    prompt; the seconds of prefill it saves there), and ``overflow`` is
     the share of the node's KV capacity by which the workflow's predicted footprint (context +
     expected output + ``growth_horizon_calls`` x growth per call, from the AEG) exceeds its free
     KV. Every later call goes home, where its KV cache lives (the node's admission half is the
@@ -289,10 +303,11 @@ class SagaRouting(Policy):
         workflow: WorkflowView,
         nodes: Sequence[NodeView],
     ) -> str:
-        home = _find(nodes, workflow.home_node)
-        if home is not None:
-            return home.node_id
         params: SagaRoutingParams = self.params  # type: ignore[assignment]
+        home = _find(nodes, workflow.home_node)
+        if home is not None and not (params.replace_uncached and call.cached_tokens == 0
+                                     and workflow.cached_tokens == 0):
+            return home.node_id
         pred = ctx.predict(workflow.workflow_id)
         footprint = (
             max(workflow.context_tokens, call.prompt_tokens)
@@ -301,10 +316,14 @@ class SagaRouting(Policy):
             * pred.growth_tokens_per_call
         )
 
+        held = dict(call.node_cached_tokens)
+        saved_s = params.reuse_weight * params.prefill_s_per_token
+
         def cost(n: NodeView) -> tuple[float, int]:
             overflow = max(footprint - n.kv_free_tokens, 0.0) / max(n.kv_total_tokens, 1)
             return (
-                n.queue_delay_s + params.load_weight_s * n.load + params.memory_weight_s * overflow,
+                n.queue_delay_s + params.load_weight_s * n.load + params.memory_weight_s * overflow
+                - saved_s * held.get(n.node_id, 0),
                 spread(workflow.workflow_id, n.node_id),
             )
 
