@@ -240,8 +240,9 @@ class SagaRoutingParams(PolicyParams):
     )
     replace_uncached: bool = Field(
         True,
-        description="place a call afresh (as a first call) when its home holds none of its "
-        "context any more: affinity is worth only what is cached, and moving loses nothing",
+        description="place a call afresh (as a first call) when its home is backlogged (queue "
+        "delay above rebalance_threshold_s) and holds none of its context any more: affinity "
+        "is worth only what is cached, and moving then loses nothing",
     )
     migration_cooldown_s: float = Field(
         30.0, ge=0.0, description="a workflow moved stays on its new home at least this long"
@@ -274,7 +275,12 @@ class SagaRouting(Policy):
     the share of the node's KV capacity by which the workflow's predicted footprint (context +
     expected output + ``growth_horizon_calls`` x growth per call, from the AEG) exceeds its free
     KV. Every later call goes home, where its KV cache lives (the node's admission half is the
-    admission policy ``saga``).
+    admission policy ``saga``), unless its home is backlogged (``queue_delay_s`` above
+    ``rebalance_threshold_s``) and holds none of its context any more (``replace_uncached``):
+    affinity is worth what is cached, so such a call is placed afresh, as a first call. The
+    backlog condition keeps a gateway whose node heartbeats lag (cached tokens not yet reported)
+    from moving workflows off a quiet home. Measured on the tune half of the dev Weka sessions
+    (270 tasks, 64 A100s, load 0.8): 2.04x -> 2.14x TCT speedup, recompute 216M -> 141M.
     Rebalance (work stealing): while the most delayed node's ``queue_delay_s`` exceeds the mean
     of the others by ``rebalance_threshold_s``, take its workflows that are between calls
     (``waiting_tool`` or ``queued``), cheapest to move first (fewest cached tokens), and move one
@@ -306,7 +312,8 @@ class SagaRouting(Policy):
         params: SagaRoutingParams = self.params  # type: ignore[assignment]
         home = _find(nodes, workflow.home_node)
         if home is not None and not (params.replace_uncached and call.cached_tokens == 0
-                                     and workflow.cached_tokens == 0):
+                                     and workflow.cached_tokens == 0
+                                     and home.queue_delay_s > params.rebalance_threshold_s):
             return home.node_id
         pred = ctx.predict(workflow.workflow_id)
         footprint = (

@@ -128,10 +128,31 @@ def test_banded_order_never_passes_a_call_more_than_a_band_better(
         assert [prio[c] for c in order] == sorted(prio[c] for c in order)
 
 
-def test_saga_keeps_every_call_at_home() -> None:
+def test_saga_keeps_every_call_at_home_while_its_cache_is_there() -> None:
     nodes = [make_node("a", load=5.0, queue_delay_s=50.0), make_node("b")]
-    wf = make_workflow(home_node="a")
-    assert SagaRouting().saga_route_call(CTX, make_call(), wf, nodes) == "a"
+    wf = make_workflow(home_node="a", cached_tokens=4_000)
+    assert SagaRouting().saga_route_call(CTX, make_call(cached_tokens=4_000), wf, nodes) == "a"
+
+
+def test_saga_places_afresh_a_call_whose_backlogged_home_holds_nothing_of_it() -> None:
+    nodes = [make_node("a", load=5.0, queue_delay_s=50.0), make_node("b")]
+    wf = make_workflow(home_node="a", cached_tokens=0)
+    assert SagaRouting().saga_route_call(CTX, make_call(), wf, nodes) == "b"
+    keep = SagaRouting(SagaRouting.Params(replace_uncached=False))
+    assert keep.saga_route_call(CTX, make_call(), wf, nodes) == "a"
+    # a quiet home is kept even with nothing cached (a gateway's heartbeats may lag)
+    quiet = [make_node("a", queue_delay_s=1.0), make_node("b")]
+    assert SagaRouting().saga_route_call(CTX, make_call(), wf, quiet) == "a"
+
+
+def test_saga_first_call_weighs_the_prefill_a_cached_prefix_saves() -> None:
+    nodes = [make_node("a", queue_delay_s=1.0), make_node("b", queue_delay_s=0.0)]
+    wf = make_workflow(home_node=None)
+    call = make_call(prompt_tokens=30_000, node_cached_tokens=(("a", 24_000), ("b", 0)))
+    exact = SagaRouting(SagaRouting.Params())
+    assert exact.saga_route_call(CTX, call, wf, nodes) == "a"  # 4 s of prefill saved > 1 s
+    blind = SagaRouting(SagaRouting.Params(reuse_weight=0.0))
+    assert blind.saga_route_call(CTX, call, wf, nodes) == "b"
 
 
 def test_saga_home_by_predicted_footprint_and_load() -> None:
@@ -145,7 +166,8 @@ def test_saga_home_by_predicted_footprint_and_load() -> None:
     wf = make_workflow(context_tokens=10_000, home_node=None)
     call = make_call(prompt_tokens=10_000)
     # tight: 0 + 10 * 21.2k/100k = 2.12 s; roomy: 0.5 s; busy: 4 s
-    assert SagaRouting().saga_route_call(ctx, call, wf, nodes) == "roomy"
+    exact = SagaRouting(SagaRouting.Params())
+    assert exact.saga_route_call(ctx, call, wf, nodes) == "roomy"
     cheap = SagaRouting(SagaRouting.Params(memory_weight_s=0.0))
     assert cheap.saga_route_call(ctx, call, wf, nodes) == "tight"
 
