@@ -247,7 +247,25 @@ def test_aeg_counts_the_queue_wait_and_drops_entries_of_migrated_workflows() -> 
         make_entry(3, workflow_id="moved", last_access_s=99.0, node_id="idle"),
         make_entry(4, workflow_id="tool", last_access_s=1.0, node_id="idle"),
     ]
-    assert AEGEviction().saga_eviction_order(ctx, here) == [3, 4]
+    value = AEGEviction(AEGEviction.Params(order="value"))
+    assert value.saga_eviction_order(ctx, here) == [3, 4]
+
+
+def test_aeg_orders_by_value_only_on_a_saturated_node() -> None:
+    wfs = [make_workflow("soon", context_tokens=64), make_workflow("late", context_tokens=64)]
+    preds = {"soon": Prediction(1.0, 1.0, 64.0), "late": Prediction(1.0, 500.0, 64.0)}
+    entries = [make_entry(1, workflow_id="soon", last_access_s=1.0, node_id="n"),
+               make_entry(2, workflow_id="late", last_access_s=90.0, node_id="n")]
+
+    def order(load: float | None) -> list[int]:
+        nodes = {} if load is None else {"n": make_node("n", load=load)}
+        ctx = StaticContext(now_s=100.0, workflows={w.workflow_id: w for w in wfs},
+                            predictor=FixedPredictor(preds), nodes=nodes)
+        return AEGEviction().saga_eviction_order(ctx, entries)
+
+    assert order(0.4) == [1, 2]  # below saturation: vLLM's LRU (soon was used longest ago)
+    assert order(1.3) == [2, 1]  # saturated: the farthest predicted reuse first
+    assert order(None) == [2, 1]  # no load from the host: the value order
 
 
 def test_aeg_shared_entries_use_recency_and_unknown_workflows_go_first() -> None:
