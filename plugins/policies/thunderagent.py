@@ -19,6 +19,10 @@ Mapped onto the four kinds:
   of paused programs, smallest context first (the resume order).
 * routing ``thunderagent``: least-loaded placement, affinity with a TTL.
 
+The resume order follows Dynamo's description (smallest first); the ThunderAgent CLI's own
+documentation describes its ``tr`` mode as Best Fit Decreasing bin-packing of paused programs
+into the freed capacity, a different order for the same decision.
+
 Approximation, stated: a router can hold a paused program's request while capacity is short;
 an admission order cannot hold a call while the node has room for it, so a resumed call is
 admitted as soon as room appears, which is ThunderAgent's resume condition anyway. Both node
