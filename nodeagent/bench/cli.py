@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=float, default=None,
                    help="safety bound on simulated seconds (unfinished calls count as lost)")
     p.add_argument("--no-belady", action="store_true",
-                   help="skip the offline Belady replay (recompute_vs_belady = null)")
+                   help="skip the offline recompute lower bound and Belady replay "
+                        "(recompute_vs_belady = null)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -119,7 +120,7 @@ def print_table(results: dict[str, Any]) -> None:
     cols = [("policy", None), ("tasks", "tasks"), ("lost", "calls_lost"),
             ("TCT p50 s", "tct_p50_s"), ("p95 s", "tct_p95_s"), ("p99 s", "tct_p99_s"),
             ("speedup", "tct_geomean_speedup"), ("p", "p_value"), ("SLO", "slo_attainment"),
-            ("recompute", "recompute_tokens"), ("vs Belady", "recompute_vs_belady"),
+            ("recompute", "recompute_tokens"), ("vs bound", "recompute_vs_belady"),
             ("KV useful", "kv_useful_utilisation"), ("tasks/h", "throughput_tasks_per_hour"),
             ("sustained tasks/h", "sustained_tasks_per_hour")]
     sweep = bool(results.get("sweep"))
