@@ -232,12 +232,6 @@ class SagaRoutingParams(PolicyParams):
         description="seconds one node takes to prefill a token: prices the cache a move loses "
         "(default: Llama-3-70B TP4 on A100 saturates near 6k tokens/s, calibration README)",
     )
-    reuse_weight: float = Field(
-        1.0, ge=0.0,
-        description="weight of the prefill a new workflow's first call saves on a node that "
-        "already holds part of its prompt (cached tokens x prefill_s_per_token seconds); 0 = "
-        "ignore what nodes hold",
-    )
     replace_uncached: bool = Field(
         True,
         description="place a call afresh (as a first call) when its home is backlogged (queue "
@@ -267,11 +261,8 @@ class SagaRouting(Policy):
     """SAGA session-affinity routing with work stealing of whole workflows.
 
     Home node (first call): the node minimising
-    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow - reuse_weight *
-    prefill_s_per_token * cached`` (ties broken by a per-workflow rendezvous hash, so equal
-    nodes share new workflows), where ``cached`` is how much of the prompt the node already
-    holds (``CallView.node_cached_tokens``: a subagent's parent context, a shared system
-    prompt; the seconds of prefill it saves there), and ``overflow`` is
+    ``queue_delay_s + load_weight_s * load + memory_weight_s * overflow`` (ties broken by a
+    per-workflow rendezvous hash, so equal nodes share new workflows), where ``overflow`` is
     the share of the node's KV capacity by which the workflow's predicted footprint (context +
     expected output + ``growth_horizon_calls`` x growth per call, from the AEG) exceeds its free
     KV. Every later call goes home, where its KV cache lives (the node's admission half is the
@@ -279,8 +270,11 @@ class SagaRouting(Policy):
     ``rebalance_threshold_s``) and holds none of its context any more (``replace_uncached``):
     affinity is worth what is cached, so such a call is placed afresh, as a first call. The
     backlog condition keeps a gateway whose node heartbeats lag (cached tokens not yet reported)
-    from moving workflows off a quiet home. Measured on the tune half of the dev Weka sessions
-    (270 tasks, 64 A100s, load 0.8): 2.04x -> 2.14x TCT speedup, recompute 216M -> 141M.
+    from moving workflows off a quiet home. (Crediting a first call with the prefill a node's
+    cached shared prefix saves was tried and dropped: every new workflow herded onto the first
+    node holding a template's system prompt, 0.97x on synthetic:webarena at load 0.2.) Measured
+    on the tune half of the dev Weka sessions (270 tasks, 64 A100s, load 0.8): 2.04x -> 2.14x
+    TCT speedup, recompute 216M -> 141M.
     Rebalance (work stealing): while the most delayed node's ``queue_delay_s`` exceeds the mean
     of the others by ``rebalance_threshold_s``, take its workflows that are between calls
     (``waiting_tool`` or ``queued``), cheapest to move first (fewest cached tokens), and move one
@@ -323,14 +317,10 @@ class SagaRouting(Policy):
             * pred.growth_tokens_per_call
         )
 
-        held = dict(call.node_cached_tokens)
-        saved_s = params.reuse_weight * params.prefill_s_per_token
-
         def cost(n: NodeView) -> tuple[float, int]:
             overflow = max(footprint - n.kv_free_tokens, 0.0) / max(n.kv_total_tokens, 1)
             return (
-                n.queue_delay_s + params.load_weight_s * n.load + params.memory_weight_s * overflow
-                - saved_s * held.get(n.node_id, 0),
+                n.queue_delay_s + params.load_weight_s * n.load + params.memory_weight_s * overflow,
                 spread(workflow.workflow_id, n.node_id),
             )
 

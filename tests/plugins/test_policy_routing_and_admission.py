@@ -145,16 +145,6 @@ def test_saga_places_afresh_a_call_whose_backlogged_home_holds_nothing_of_it() -
     assert SagaRouting().saga_route_call(CTX, make_call(), wf, quiet) == "a"
 
 
-def test_saga_first_call_weighs_the_prefill_a_cached_prefix_saves() -> None:
-    nodes = [make_node("a", queue_delay_s=1.0), make_node("b", queue_delay_s=0.0)]
-    wf = make_workflow(home_node=None)
-    call = make_call(prompt_tokens=30_000, node_cached_tokens=(("a", 24_000), ("b", 0)))
-    exact = SagaRouting(SagaRouting.Params())
-    assert exact.saga_route_call(CTX, call, wf, nodes) == "a"  # 4 s of prefill saved > 1 s
-    blind = SagaRouting(SagaRouting.Params(reuse_weight=0.0))
-    assert blind.saga_route_call(CTX, call, wf, nodes) == "b"
-
-
 def test_saga_home_by_predicted_footprint_and_load() -> None:
     ctx = StaticContext(predictor=FixedPredictor(Prediction(0.9, 5.0, 0.0, 200.0, 2000.0, 20.0)))
     # footprint = 10k context + 200 output + min(20, 8) calls x 2000 = 26.2k tokens
