@@ -19,6 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from nodeagent.bench.runner import PolicyRun
+from nodeagent.bench.sweep_plot import by_load
 
 
 def _cdf_figure(runs: Sequence[PolicyRun]) -> go.Figure:
@@ -64,9 +65,9 @@ def _sweep_figures(results: dict[str, Any]) -> list[go.Figure]:
     """Per policy set against offered load: the paired TCT speedup over the reference with its
     95% interval (the line at 1 is the reference: below it a set loses), SLO attainment, and
     the sustained completion rate."""
-    sweep = results.get("sweep")
-    if not sweep:
+    if not results.get("sweep"):
         return []
+    sweep = by_load(results)
     loads = sorted(sweep, key=float)
     xs = [float(x) for x in loads]
     names = list(results["policies"])

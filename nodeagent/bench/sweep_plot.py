@@ -19,8 +19,15 @@ from typing import Any
 EXIT_BAD_INPUT = 2
 
 
+def by_load(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every measured load's figures per policy set: the sweep's loads and the run's own."""
+    main = {f"{results['command']['load']:g}": results["policies"]} if "command" in results \
+        else {}
+    return {**main, **results.get("sweep", {})}
+
+
 def _panel(ax: Any, results: dict[str, Any]) -> None:
-    sweep = results["sweep"]
+    sweep = by_load(results)
     loads = sorted(sweep, key=float)
     xs = [float(x) for x in loads]
     reference = results.get("reference_policy", next(iter(results["policies"])))

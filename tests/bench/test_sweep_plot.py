@@ -23,6 +23,9 @@ def test_plot_of_a_sweep_has_every_set_but_the_reference(tmp_path: Path) -> None
     text = svg.read_text()
     assert "offered load" in text and "speedup over baseline" in text
     assert "saga" in text and "kvflow" in text and "baseline = 1" in text
+    results = json.loads((out / "results.json").read_text())
+    # the run's own load (0.8 by default) is a point of the sweep too
+    assert sorted(sweep_plot.by_load(results), key=float) == ["0.5", "0.8", "1"]
 
 
 def test_results_without_a_sweep_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
