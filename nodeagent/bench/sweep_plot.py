@@ -64,10 +64,15 @@ def plot(paths: Sequence[Path], out: Path) -> None:
     for p, r in zip(paths, runs, strict=True):
         if not r.get("sweep"):
             raise ValueError(f"{p}: no sweep in these results (run saga bench with --sweep)")
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
+    cols = min(2, len(runs))
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.2 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, r in zip(flat, runs, strict=False):
         _panel(ax, r)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    for ax in flat[len(runs):]:
+        ax.set_visible(False)
+    flat[0].legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(out, format=out.suffix.lstrip(".") or "svg")
     plt.close(fig)
