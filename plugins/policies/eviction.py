@@ -278,8 +278,8 @@ class AEGEviction(Policy):
             keyed.append((score, e.last_access_s, -e.depth_tokens, e.entry_id))
         keyed.sort()
         if params.tenant_kv_share:
-            tenants = {e.entry_id: e for e in candidates}
-            return kv_fair_share_order(ctx, [tenants[k[3]] for k in keyed if k[0] > 0.0],
+            by_id = {e.entry_id: e for e in candidates}
+            return kv_fair_share_order(ctx, [by_id[k[3]] for k in keyed if k[0] > 0.0],
                                        [k[3] for k in keyed if k[0] <= 0.0])
         return [k[3] for k in keyed]
 
