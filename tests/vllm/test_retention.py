@@ -78,12 +78,15 @@ def test_eviction_policy_decides_whose_blocks_go_first(
     llama_dir: Path, clock: FakeClock, eviction: str
 ) -> None:
     """(c) Y's blocks are older than W's, so LRU evicts Y's; W's workflow has ended, so the AEG
-    policy (finished workflows score 0) evicts W's and protects Y's."""
+    policy's value order (finished workflows score 0, and Y, about to return, outranks W) evicts
+    W's and protects Y's. The value order is asked for explicitly: this node never reports
+    saturation, where the default (``order="adaptive"``) orders by value."""
+    policy = "aeg[order=value]" if eviction == "aeg" else eviction
     scheduler = make_scheduler(
         llama_dir,
         num_blocks=40,
         clock=clock,
-        saga={"policy_set": f"{eviction}:session-affinity:fcfs"},
+        saga={"policy_set": f"{policy}:session-affinity:fcfs"},
     )
     y_prompt = tokens(300, 160)
     scheduler.add_request(make_request("y0", y_prompt, workflow="Y", arrival_time=clock.now))
