@@ -354,16 +354,3 @@ def test_belady_evicts_never_used_first_then_farthest() -> None:
     assert BeladyEviction().saga_eviction_order(StaticContext(), entries) == [2, 3, 1]
     assert BeladyEviction.requires_oracle is True
 
-
-def test_aeg_below_saturation_still_evicts_finished_and_moved_workflows_first() -> None:
-    wfs = [make_workflow("live", context_tokens=64, home_node="n"),
-           make_workflow("moved", context_tokens=64, home_node="other")]
-    ctx = StaticContext(now_s=100.0, workflows={w.workflow_id: w for w in wfs},
-                        predictor=FixedPredictor({"live": Prediction(1.0, 1.0, 64.0)}),
-                        nodes={"n": make_node("n", load=0.2)})
-    entries = [make_entry(1, workflow_id="live", last_access_s=1.0, node_id="n"),
-               make_entry(2, workflow_id="gone", last_access_s=50.0, node_id="n"),
-               make_entry(3, workflow_id="moved", last_access_s=60.0, node_id="n"),
-               make_entry(4, workflow_id=None, tenant=None, last_access_s=2.0, node_id="n")]
-    # LRU order (1, 4, 2, 3) but the entries nobody will read again go first
-    assert AEGEviction().saga_eviction_order(ctx, entries) == [2, 3, 1, 4]
