@@ -41,7 +41,7 @@ from pydantic import Field
 from plugins.base import Policy, PolicyParams
 from plugins.hookspecs import ADMISSION, EVICTION, ROUTING, hookimpl
 from plugins.policies.admission import priority_order
-from plugins.policies.eviction import lru_key
+from plugins.policies.eviction import LRUEviction, lru_key
 from plugins.policies.routing import RequestLevelRouting, _find, least_loaded
 from plugins.views import (
     CacheEntryView,
@@ -155,18 +155,29 @@ class ProgramTable:
         return prog is not None and prog.paused
 
 
-class ThunderAgentEviction(Policy):
-    """ThunderAgent's node half of eviction: LRU, a paused program's blocks first; no pins."""
+class _ProgramTablePolicy(Policy):
+    """Base of ThunderAgent's node policies: each keeps its own :class:`ProgramTable`, fed by
+    every workflow event."""
 
-    name = "thunderagent"
-    kind = EVICTION
-    version = "1.0"
-    summary = "ThunderAgent: LRU prefix cache, paused programs' blocks first"
     Params = ThunderAgentParams
 
     def __init__(self, params: PolicyParams | None = None) -> None:
         super().__init__(params)
         self.table = ProgramTable(self.params)  # type: ignore[arg-type]
+
+    @hookimpl
+    def saga_observe(self, ctx: SchedulingContext, event: WorkflowEvent) -> None:
+        self.table.observe(ctx, event)
+
+
+class ThunderAgentEviction(_ProgramTablePolicy, LRUEviction):
+    """ThunderAgent's node half of eviction: LRU, a paused program's blocks first; no pins
+    (LRU's ``saga_tool_retention_s``)."""
+
+    name = "thunderagent"
+    kind = EVICTION
+    version = "1.0"
+    summary = "ThunderAgent: LRU prefix cache, paused programs' blocks first"
 
     @hookimpl
     def saga_eviction_order(
@@ -176,16 +187,8 @@ class ThunderAgentEviction(Policy):
         ordered = sorted(candidates, key=lambda e: (not paused(e.workflow_id), *lru_key(e)))
         return [e.entry_id for e in ordered]
 
-    @hookimpl
-    def saga_tool_retention_s(self, ctx: SchedulingContext, workflow: WorkflowView) -> float:
-        return 0.0
 
-    @hookimpl
-    def saga_observe(self, ctx: SchedulingContext, event: WorkflowEvent) -> None:
-        self.table.observe(ctx, event)
-
-
-class ThunderAgentAdmission(Policy):
+class ThunderAgentAdmission(_ProgramTablePolicy):
     """ThunderAgent's resume order: running programs' calls in the fairness order, then the calls
     of paused programs, smallest prompt first."""
 
@@ -193,11 +196,6 @@ class ThunderAgentAdmission(Policy):
     kind = ADMISSION
     version = "1.0"
     summary = "ThunderAgent: active programs first, paused ones resumed smallest first"
-    Params = ThunderAgentParams
-
-    def __init__(self, params: PolicyParams | None = None) -> None:
-        super().__init__(params)
-        self.table = ProgramTable(self.params)  # type: ignore[arg-type]
 
     @hookimpl
     def saga_admission_order(
@@ -212,10 +210,6 @@ class ThunderAgentAdmission(Policy):
         resumed = sorted((c for c in waiting if paused(c.workflow_id)),
                          key=lambda c: (c.prompt_tokens, c.arrival_s, c.call_id))
         return priority_order(active, priorities) + [c.call_id for c in resumed]
-
-    @hookimpl
-    def saga_observe(self, ctx: SchedulingContext, event: WorkflowEvent) -> None:
-        self.table.observe(ctx, event)
 
 
 class ThunderAgentRoutingParams(PolicyParams):
