@@ -215,13 +215,13 @@ class AEGEviction(Policy):
     Order by pressure (``order="adaptive"``, the default): the value order above while the
     node is saturated (``NodeView.load >= value_above_load``, 1.0), vLLM's plain LRU order
     below, the AEG-sized pins kept in both. Below saturation the forecasts' errors cost more
-    than they save: on ``synthetic:swe`` at load 0.2 (16 GPUs) the value order doubled
-    recompute against LRU (724k vs 355k tokens; speedup 0.983x, p = 0.002, against 1.01x with
-    LRU order), while at load 0.8 it is ahead (1.17x vs 1.12x); on the tune half of the dev
-    Weka sessions at load 0.8 the two orders are equal (2.14x vs 2.15x), the pins doing the
-    work. So SAGA behaves as the baseline where there is little to gain. Evicting finished
-    workflows' entries first below saturation too was tried and left out: 1.88x -> 1.82x on
-    the first holdout draw; on the sample 1.02x -> 1.01x at load 0.2, 1.00x -> 1.02x at 0.8.
+    than they save: on ``synthetic:swe`` at load 0.2 (16 GPUs), with the baseline's routing,
+    admission and fairness, the value order doubled recompute against LRU (724k vs 355k
+    tokens; 0.995x, p = 0.0003); on the tune half of the dev Weka sessions at load 0.8 the two
+    orders are equal (2.14x vs 2.15x), the pins doing the work. So SAGA behaves as the
+    baseline where there is little to gain. Evicting finished workflows' entries first below
+    saturation too was tried and left out: 1.88x -> 1.82x on the first holdout draw; on the
+    sample 1.02x -> 1.01x at load 0.2, 1.00x -> 1.02x at 0.8.
 
     KV fair share (``tenant_kv_share``): with several tenants the order above is applied per
     tenant and merged so that evictions come from the tenant whose evictable cache most
